@@ -1,0 +1,100 @@
+//! Balancers: how one endpoint is chosen per request.
+//!
+//! A [`Balancer`] is a pool's choice of algorithm. Each time the pool's
+//! endpoint set changes, the balancer builds a [`Picker`] for that set: the
+//! place to precompute tables, so that a pick itself is O(1) and takes no
+//! lock. Built in:
+//!
+//! | balancer | picks | cost of a pick |
+//! |---|---|---|
+//! | [`RoundRobin`] | each endpoint in turn | O(1), one atomic add |
+//! | [`Random`] | uniformly at random | O(1) |
+//! | [`WeightedRoundRobin`] | in turn, in proportion to weight, interleaved | O(1) (a precomputed schedule) |
+//! | [`LeastRequest`] | fewest requests in flight: the better of two random choices, or an exact scan | O(1) / O(n) |
+//!
+//! Write your own by implementing both traits:
+//!
+//! ```
+//! use tower_lb::balance::{Balancer, Member, PickContext, Picker};
+//!
+//! /// Always the first endpoint: a primary with standbys.
+//! #[derive(Debug)]
+//! struct First;
+//!
+//! impl Balancer for First {
+//!     fn name(&self) -> &'static str { "first" }
+//!     fn picker(&self, _members: &[Member]) -> Box<dyn Picker> { Box::new(First) }
+//! }
+//!
+//! impl Picker for First {
+//!     fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
+//!         (!members.is_empty()).then_some(0)
+//!     }
+//! }
+//! ```
+
+mod least_request;
+mod random;
+pub(crate) mod rng;
+mod round_robin;
+mod weighted_round_robin;
+
+use std::fmt;
+
+pub use least_request::{LeastRequest, LeastRequestMode};
+pub use random::Random;
+pub use round_robin::RoundRobin;
+pub use weighted_round_robin::WeightedRoundRobin;
+
+pub use crate::pool::{EndpointState, Member};
+
+/// A load-balancing algorithm, configured once per pool.
+///
+/// The pool calls [`Balancer::picker`] on every change of its endpoint set,
+/// off the request path, and uses the returned [`Picker`] for every request
+/// until the next change.
+pub trait Balancer: fmt::Debug + Send + Sync + 'static {
+    /// A short name for stats and logs, such as `"round_robin"`.
+    fn name(&self) -> &'static str;
+
+    /// Builds the picker for this endpoint set. `members` is sorted by
+    /// endpoint key and never changes for the picker's lifetime; it may be
+    /// empty.
+    fn picker(&self, members: &[Member]) -> Box<dyn Picker>;
+}
+
+/// Chooses one endpoint for one request. Built by a [`Balancer`] for one
+/// endpoint set; called concurrently from many tasks.
+pub trait Picker: Send + Sync + 'static {
+    /// The index into `members` (the same slice the picker was built for)
+    /// of the endpoint to use, or `None` when there is none to pick.
+    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize>;
+}
+
+/// What a picker may know about the request being balanced.
+///
+/// It grows with the balancers that need more (a hash key, endpoints to
+/// avoid); it is `#[non_exhaustive]` so that adding fields breaks no one.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct PickContext<'a> {
+    /// The logical service the request is for.
+    pub service: &'a str,
+}
+
+impl<'a> PickContext<'a> {
+    /// A context for a request to `service`.
+    pub fn new(service: &'a str) -> Self {
+        Self { service }
+    }
+}
+
+impl<B: Balancer + ?Sized> Balancer for std::sync::Arc<B> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn picker(&self, members: &[Member]) -> Box<dyn Picker> {
+        (**self).picker(members)
+    }
+}

@@ -1,0 +1,62 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::balance::{Balancer, Member, PickContext, Picker, rng};
+
+/// Each endpoint in turn, ignoring weights.
+///
+/// Every new endpoint set starts the rotation at a random position, so that
+/// many clients started together do not all hit the first endpoint first.
+///
+/// ```
+/// use tower_lb::balance::RoundRobin;
+/// use tower_lb::{LoadBalanceLayer, discover::Fixed};
+///
+/// let layer = LoadBalanceLayer::builder()
+///     .service("greet", Fixed::new(["127.0.0.1:5001", "127.0.0.1:5002"])?)
+///     .balancer(RoundRobin::new())
+///     .build()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoundRobin {
+    _private: (),
+}
+
+impl RoundRobin {
+    /// The round-robin balancer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+struct RoundRobinPicker {
+    next: AtomicUsize,
+}
+
+impl Balancer for RoundRobin {
+    fn name(&self) -> &'static str {
+        "round_robin"
+    }
+
+    fn picker(&self, members: &[Member]) -> Box<dyn Picker> {
+        let start = if members.is_empty() {
+            0
+        } else {
+            rng::below(members.len())
+        };
+        Box::new(RoundRobinPicker {
+            next: AtomicUsize::new(start),
+        })
+    }
+}
+
+impl Picker for RoundRobinPicker {
+    #[inline]
+    fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
+        if members.is_empty() {
+            return None;
+        }
+        // Relaxed: the counter orders nothing but itself.
+        Some(self.next.fetch_add(1, Ordering::Relaxed) % members.len())
+    }
+}

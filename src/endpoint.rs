@@ -1,0 +1,433 @@
+//! [`Endpoint`]: one instance of a service, parsed and validated once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use http::uri::{Authority, Scheme, Uri};
+
+/// One instance of a logical service: where to send requests, and how much.
+///
+/// An endpoint is identified by its *key*, the scheme plus host and port
+/// (`http://127.0.0.1:5001`); two endpoints with the same key are the same
+/// instance even if their weight or metadata differ. Weight, zone and
+/// metadata are hints for balancers and for the user's own code.
+///
+/// Endpoints are cheap to clone (one reference count) and immutable; the
+/// `with_*` methods return a modified copy.
+///
+/// ```
+/// use tower_lb::Endpoint;
+///
+/// let ep: Endpoint = "http://127.0.0.1:5001".parse()?;
+/// assert_eq!(ep.key(), "http://127.0.0.1:5001");
+/// assert_eq!(ep.weight(), 1);
+///
+/// // A bare `host:port` means plain HTTP.
+/// let ep = Endpoint::new("10.0.0.7:8080")?.with_weight(3)?.with_zone("eu-west-1a");
+/// assert_eq!(ep.key(), "http://10.0.0.7:8080");
+/// assert_eq!(ep.zone(), Some("eu-west-1a"));
+///
+/// // Bad input is a typed error that names the input.
+/// let err = Endpoint::new("http://10.0.0.7:8080/api").unwrap_err();
+/// assert!(err.to_string().contains("http://10.0.0.7:8080/api"));
+/// # Ok::<(), tower_lb::EndpointError>(())
+/// ```
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    scheme: Scheme,
+    authority: Authority,
+    /// Precomputed so that routing a request never parses a header value.
+    host_header: HeaderValue,
+    host: Box<str>,
+    port: u16,
+    key: Box<str>,
+    weight: u32,
+    zone: Option<Box<str>>,
+    metadata: BTreeMap<String, String>,
+}
+
+/// Why a string, address or weight could not become an [`Endpoint`].
+///
+/// The message always quotes the offending input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid endpoint `{input}`: {reason}")]
+pub struct EndpointError {
+    input: String,
+    reason: EndpointErrorKind,
+}
+
+impl EndpointError {
+    pub(crate) fn new(input: impl Into<String>, reason: EndpointErrorKind) -> Self {
+        Self {
+            input: input.into(),
+            reason,
+        }
+    }
+
+    /// The input that was rejected, as given.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+
+    /// What was wrong with it.
+    pub fn kind(&self) -> &EndpointErrorKind {
+        &self.reason
+    }
+}
+
+/// The specific problem behind an [`EndpointError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointErrorKind {
+    /// The input was empty.
+    #[error("it is empty")]
+    Empty,
+    /// The input is not a URI at all.
+    #[error("not a valid URI ({0})")]
+    Malformed(String),
+    /// The URI has no host.
+    #[error("it has no host")]
+    MissingHost,
+    /// The port is not a number from 1 to 65535.
+    #[error("the port is not a number from 1 to 65535")]
+    BadPort,
+    /// Only `http` and `https` can be balanced.
+    #[error("scheme `{0}` is not supported (use http or https)")]
+    UnsupportedScheme(String),
+    /// An endpoint names an instance, not a resource: no path or query.
+    #[error("it has a path or query `{0}`; an endpoint is only scheme://host:port")]
+    UnexpectedPath(String),
+    /// Credentials do not belong in an endpoint address.
+    #[error("it contains user info (`user@`); credentials do not belong in an endpoint")]
+    UserInfo,
+    /// A weight of zero would mean "never pick"; remove the endpoint instead.
+    #[error("weight 0 is not allowed; weights start at 1")]
+    ZeroWeight,
+}
+
+impl Endpoint {
+    /// Parses an endpoint from `scheme://host:port` or a bare `host:port`
+    /// (plain HTTP). The port defaults to the scheme's (80 or 443).
+    pub fn new(input: &str) -> Result<Self, EndpointError> {
+        let err = |reason| EndpointError::new(input, reason);
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(err(EndpointErrorKind::Empty));
+        }
+        let uri: Uri = trimmed
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| err(EndpointErrorKind::Malformed(e.to_string())))?;
+        let scheme = match uri.scheme() {
+            None => Scheme::HTTP,
+            Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+            Some(s) => return Err(err(EndpointErrorKind::UnsupportedScheme(s.to_string()))),
+        };
+        if let Some(pq) = uri.path_and_query() {
+            // `http://host` parses with an implied "/"; anything more is a path.
+            let pq = pq.as_str();
+            if pq != "/" && !pq.is_empty() {
+                return Err(err(EndpointErrorKind::UnexpectedPath(pq.to_string())));
+            }
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| err(EndpointErrorKind::MissingHost))?;
+        if authority.as_str().contains('@') {
+            return Err(err(EndpointErrorKind::UserInfo));
+        }
+        if authority.host().is_empty() {
+            return Err(err(EndpointErrorKind::MissingHost));
+        }
+        let port = match explicit_port(&authority) {
+            PortSpec::None if scheme == Scheme::HTTPS => 443,
+            PortSpec::None => 80,
+            PortSpec::Valid(p) => p,
+            PortSpec::Invalid => return Err(err(EndpointErrorKind::BadPort)),
+        };
+        Ok(Self::from_parts(scheme, authority, port))
+    }
+
+    /// The endpoint `http://{addr}`.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use tower_lb::Endpoint;
+    ///
+    /// let addr: SocketAddr = "[::1]:8080".parse().unwrap();
+    /// assert_eq!(Endpoint::from_addr(addr).key(), "http://[::1]:8080");
+    /// ```
+    pub fn from_addr(addr: SocketAddr) -> Self {
+        let authority: Authority = addr
+            .to_string()
+            .parse()
+            .expect("a SocketAddr always formats as a valid authority");
+        Self::from_parts(Scheme::HTTP, authority, addr.port())
+    }
+
+    fn from_parts(scheme: Scheme, authority: Authority, port: u16) -> Self {
+        let host = authority.host().to_ascii_lowercase();
+        let key = format!("{}://{}:{}", scheme, host, port);
+        let host_header =
+            HeaderValue::from_str(authority.as_str()).expect("an authority is a valid header value");
+        Self {
+            inner: Arc::new(Inner {
+                scheme,
+                authority,
+                host_header,
+                host: host.into_boxed_str(),
+                port,
+                key: key.into_boxed_str(),
+                weight: 1,
+                zone: None,
+                metadata: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// Returns a copy with the given weight. Zero is rejected.
+    pub fn with_weight(mut self, weight: u32) -> Result<Self, EndpointError> {
+        if weight == 0 {
+            return Err(EndpointError::new(
+                self.key(),
+                EndpointErrorKind::ZeroWeight,
+            ));
+        }
+        Arc::make_mut(&mut self.inner).weight = weight;
+        Ok(self)
+    }
+
+    /// Returns a copy placed in the given zone (a locality label).
+    pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.inner).zone = Some(zone.into().into_boxed_str());
+        self
+    }
+
+    /// Returns a copy with one metadata entry added or replaced.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.inner)
+            .metadata
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// The identity of this instance: `scheme://host:port`, lowercase host,
+    /// port always explicit.
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &Scheme {
+        &self.inner.scheme
+    }
+
+    /// Host and port as given (the port may be implied by the scheme).
+    pub fn authority(&self) -> &Authority {
+        &self.inner.authority
+    }
+
+    /// The host, lowercase (IPv6 literals keep their brackets).
+    pub fn host(&self) -> &str {
+        &self.inner.host
+    }
+
+    /// The port, explicit or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+
+    /// The relative weight (1 unless set); always at least 1.
+    pub fn weight(&self) -> u32 {
+        self.inner.weight
+    }
+
+    /// The zone label, if any.
+    pub fn zone(&self) -> Option<&str> {
+        self.inner.zone.as_deref()
+    }
+
+    /// Free-form metadata from discovery or from the user.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.inner.metadata
+    }
+
+    /// The value for the `Host` header of a request sent here.
+    pub(crate) fn host_header(&self) -> &HeaderValue {
+        &self.inner.host_header
+    }
+
+    /// True when both endpoints are the same instance (same key), whatever
+    /// their weight or metadata.
+    pub fn same_instance(&self, other: &Endpoint) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner) || self.key() == other.key()
+    }
+}
+
+enum PortSpec {
+    None,
+    Valid(u16),
+    Invalid,
+}
+
+/// The `http` crate accepts any digits after the colon and then reports no
+/// port when they do not fit in a `u16`; tell "no port" and "bad port" apart.
+fn explicit_port(authority: &Authority) -> PortSpec {
+    let s = authority.as_str();
+    let after_host = match s.rfind(']') {
+        Some(i) => &s[i + 1..],
+        None => s,
+    };
+    let Some(colon) = after_host.rfind(':') else {
+        return PortSpec::None;
+    };
+    match after_host[colon + 1..].parse::<u16>() {
+        Ok(0) | Err(_) => PortSpec::Invalid,
+        Ok(p) => PortSpec::Valid(p),
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = EndpointError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Endpoint::new(s)
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Self {
+        Endpoint::from_addr(addr)
+    }
+}
+
+impl PartialEq for Endpoint {
+    /// Endpoints are equal when every field is: key, weight, zone, metadata.
+    /// Use [`Endpoint::same_instance`] to compare identity only.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+            || (self.inner.key == other.inner.key
+                && self.inner.weight == other.inner.weight
+                && self.inner.zone == other.inner.zone
+                && self.inner.metadata == other.inner.metadata)
+    }
+}
+
+impl Eq for Endpoint {}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Endpoint");
+        d.field("key", &self.key()).field("weight", &self.weight());
+        if let Some(zone) = self.zone() {
+            d.field("zone", &zone);
+        }
+        if !self.metadata().is_empty() {
+            d.field("metadata", self.metadata());
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// Anything that can be turned into an [`Endpoint`]: strings, socket
+/// addresses and endpoints themselves. Lets discovery constructors accept
+/// `["http://a:1", "b:2"]` as readily as a list of `SocketAddr`s.
+pub trait IntoEndpoint {
+    /// Converts, or says what was wrong.
+    fn into_endpoint(self) -> Result<Endpoint, EndpointError>;
+}
+
+impl IntoEndpoint for Endpoint {
+    fn into_endpoint(self) -> Result<Endpoint, EndpointError> {
+        Ok(self)
+    }
+}
+
+impl IntoEndpoint for &Endpoint {
+    fn into_endpoint(self) -> Result<Endpoint, EndpointError> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoEndpoint for &str {
+    fn into_endpoint(self) -> Result<Endpoint, EndpointError> {
+        Endpoint::new(self)
+    }
+}
+
+impl IntoEndpoint for String {
+    fn into_endpoint(self) -> Result<Endpoint, EndpointError> {
+        Endpoint::new(&self)
+    }
+}
+
+impl IntoEndpoint for &String {
+    fn into_endpoint(self) -> Result<Endpoint, EndpointError> {
+        Endpoint::new(self)
+    }
+}
+
+impl IntoEndpoint for SocketAddr {
+    fn into_endpoint(self) -> Result<Endpoint, EndpointError> {
+        Ok(Endpoint::from_addr(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(input: &str) -> EndpointErrorKind {
+        Endpoint::new(input).unwrap_err().kind().clone()
+    }
+
+    #[test]
+    fn parses_and_normalizes_keys() {
+        assert_eq!(Endpoint::new("http://A.example:80").unwrap().key(), "http://a.example:80");
+        assert_eq!(Endpoint::new("https://a.example").unwrap().key(), "https://a.example:443");
+        assert_eq!(Endpoint::new("a.example").unwrap().key(), "http://a.example:80");
+        assert_eq!(Endpoint::new("a.example:8080").unwrap().key(), "http://a.example:8080");
+        assert_eq!(Endpoint::new("http://[::1]:9000/").unwrap().key(), "http://[::1]:9000");
+        assert_eq!(Endpoint::new(" http://h:1 ").unwrap().port(), 1);
+    }
+
+    #[test]
+    fn rejects_bad_input_with_a_reason() {
+        assert_eq!(kind(""), EndpointErrorKind::Empty);
+        assert_eq!(kind("ftp://h:21"), EndpointErrorKind::UnsupportedScheme("ftp".into()));
+        assert_eq!(kind("http://h:1/api"), EndpointErrorKind::UnexpectedPath("/api".into()));
+        assert_eq!(kind("http://h:1?x=1"), EndpointErrorKind::UnexpectedPath("?x=1".into()));
+        assert_eq!(kind("http://h:99999"), EndpointErrorKind::BadPort);
+        assert_eq!(kind("http://h:0"), EndpointErrorKind::BadPort);
+        assert_eq!(kind("http://u:p@h:1"), EndpointErrorKind::UserInfo);
+        assert!(matches!(kind("http://"), EndpointErrorKind::Malformed(_) | EndpointErrorKind::MissingHost));
+        assert!(matches!(kind("not a uri"), EndpointErrorKind::Malformed(_)));
+        let zero = Endpoint::new("h:1").unwrap().with_weight(0).unwrap_err();
+        assert_eq!(zero.kind(), &EndpointErrorKind::ZeroWeight);
+        assert!(zero.to_string().contains("http://h:1"), "{zero}");
+    }
+
+    #[test]
+    fn identity_ignores_weight_but_equality_does_not() {
+        let a = Endpoint::new("h:1").unwrap();
+        let b = a.clone().with_weight(5).unwrap();
+        assert!(a.same_instance(&b));
+        assert_ne!(a, b);
+        assert_eq!(a, Endpoint::new("http://h:1").unwrap());
+    }
+}

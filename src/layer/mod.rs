@@ -1,0 +1,210 @@
+//! The load-balancing layer: routes each request by its host to a pool,
+//! picks an endpoint and sends the request there.
+
+mod future;
+mod router;
+mod service;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+pub use future::ResponseFuture;
+pub use router::UnknownHost;
+pub use service::LoadBalance;
+
+use crate::balance::{Balancer, RoundRobin};
+use crate::discover::Discover;
+use crate::pool::{DEFAULT_READY_TIMEOUT, PoolBuilder};
+use crate::stats::PoolStats;
+use crate::{Error, Pool};
+use router::Router;
+
+/// A [`Layer`] that balances requests to logical services across their
+/// endpoints.
+///
+/// A request for `http://greet/api/greet` goes to the pool named `greet`,
+/// is pointed at the endpoint its balancer picks (path and query kept) and
+/// is sent by the inner client. The response carries the [`Endpoint`] that
+/// answered in its extensions.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use tower_lb::{Endpoint, LoadBalanceLayer, UnknownHost, balance::LeastRequest, discover::Fixed};
+///
+/// let lb = LoadBalanceLayer::builder()
+///     .service("greet", Fixed::new(["127.0.0.1:5001", "127.0.0.1:5002"])?)
+///     .service("users", Fixed::new(["127.0.0.1:6001"])?)
+///     .balancer(LeastRequest::new())
+///     .unknown_host(UnknownHost::PassThrough)
+///     .build()?;
+/// let client = ServiceBuilder::new().layer(lb).service(reqwest::Client::new());
+///
+/// let request = reqwest::Request::new(http::Method::GET, "http://greet/api/greet?name=Alice".parse()?);
+/// # if false {
+/// let response = client.oneshot(request).await?;
+/// println!("answered by {:?}", response.extensions().get::<Endpoint>());
+/// # }
+/// # Ok(()) }
+/// ```
+///
+/// [`Endpoint`]: crate::Endpoint
+#[derive(Clone)]
+pub struct LoadBalanceLayer {
+    router: Arc<Router>,
+}
+
+impl LoadBalanceLayer {
+    /// Starts configuring the layer.
+    pub fn builder() -> LoadBalanceBuilder {
+        LoadBalanceBuilder {
+            services: Vec::new(),
+            balancer: None,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            unknown_host: UnknownHost::default(),
+        }
+    }
+
+    /// The pool serving `service`, if configured.
+    pub fn pool(&self, service: &str) -> Option<&Pool> {
+        self.router.get(service)
+    }
+
+    /// Every pool, in the order configured.
+    pub fn pools(&self) -> impl Iterator<Item = &Pool> {
+        self.router.pools()
+    }
+
+    /// Stats for every pool.
+    pub fn stats(&self) -> Vec<PoolStats> {
+        self.router.pools().map(Pool::stats).collect()
+    }
+}
+
+impl<S> Layer<S> for LoadBalanceLayer {
+    type Service = LoadBalance<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LoadBalance::new(inner, self.router.clone())
+    }
+}
+
+impl fmt::Debug for LoadBalanceLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadBalanceLayer")
+            .field("router", &self.router)
+            .finish()
+    }
+}
+
+/// Configures a [`LoadBalanceLayer`]. Made by [`LoadBalanceLayer::builder`].
+pub struct LoadBalanceBuilder {
+    services: Vec<ServiceSpec>,
+    balancer: Option<Arc<dyn Balancer>>,
+    ready_timeout: Duration,
+    unknown_host: UnknownHost,
+}
+
+enum ServiceSpec {
+    Source(String, PoolBuilder),
+    Built(Pool),
+}
+
+impl LoadBalanceBuilder {
+    /// Adds a logical service fed by a discovery source. It uses the
+    /// builder's balancer and ready timeout, whichever order they are set in.
+    pub fn service(mut self, name: impl Into<String>, source: impl Discover) -> Self {
+        let name = name.into();
+        let pool = Pool::builder(name.clone(), source);
+        self.services.push(ServiceSpec::Source(name, pool));
+        self
+    }
+
+    /// Adds a pool configured on its own (its own balancer, timeouts), for
+    /// a service that needs settings the others do not.
+    ///
+    /// ```
+    /// use tower_lb::{LoadBalanceLayer, Pool, balance::{LeastRequest, WeightedRoundRobin}, discover::Fixed};
+    ///
+    /// let users = Pool::builder("users", Fixed::new(["127.0.0.1:6001"])?)
+    ///     .balancer(LeastRequest::new())
+    ///     .build();
+    /// let layer = LoadBalanceLayer::builder()
+    ///     .service("greet", Fixed::new(["127.0.0.1:5001"])?)
+    ///     .pool(users)
+    ///     .balancer(WeightedRoundRobin::new()) // for greet only
+    ///     .build()?;
+    /// assert_eq!(layer.pool("users").unwrap().balancer_name(), "least_request");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pool(mut self, pool: Pool) -> Self {
+        self.services.push(ServiceSpec::Built(pool));
+        self
+    }
+
+    /// The balancer for services added with [`service`](Self::service)
+    /// (default: [`RoundRobin`]).
+    pub fn balancer(mut self, balancer: impl Balancer) -> Self {
+        self.balancer = Some(Arc::new(balancer));
+        self
+    }
+
+    /// How long a request waits for a service's first discovery answer
+    /// (default 5 s), for services added with [`service`](Self::service).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// What to do with a request whose host is not a configured service
+    /// (default: [`UnknownHost::Reject`]).
+    pub fn unknown_host(mut self, policy: UnknownHost) -> Self {
+        self.unknown_host = policy;
+        self
+    }
+
+    /// Builds the layer and starts discovery for every service (at once
+    /// inside a tokio runtime, otherwise on first use).
+    ///
+    /// Fails with [`Error::Config`] when a service name is not a valid host
+    /// name or appears twice.
+    pub fn build(self) -> Result<LoadBalanceLayer, Error> {
+        let default_balancer = self
+            .balancer
+            .unwrap_or_else(|| Arc::new(RoundRobin::new()));
+        let mut router = Router::new(self.unknown_host);
+        for spec in self.services {
+            let pool = match spec {
+                ServiceSpec::Built(pool) => pool,
+                ServiceSpec::Source(name, builder) => {
+                    router::validate_name(&name)?;
+                    let builder = if builder.has_balancer() {
+                        builder
+                    } else {
+                        builder.balancer_arc(default_balancer.clone())
+                    };
+                    builder.ready_timeout(self.ready_timeout).build()
+                }
+            };
+            router.insert(pool)?;
+        }
+        Ok(LoadBalanceLayer {
+            router: Arc::new(router),
+        })
+    }
+}
+
+impl fmt::Debug for LoadBalanceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadBalanceBuilder")
+            .field("services", &self.services.len())
+            .field("balancer", &self.balancer)
+            .field("ready_timeout", &self.ready_timeout)
+            .field("unknown_host", &self.unknown_host)
+            .finish()
+    }
+}

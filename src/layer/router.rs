@@ -1,0 +1,107 @@
+//! From a request's host to the pool of that logical service.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::{Error, Pool};
+
+/// What the layer does with a request whose host names no configured
+/// service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownHost {
+    /// Fail with [`Error::UnknownService`] (the default): a typo in a
+    /// service name fails fast instead of leaking to DNS.
+    #[default]
+    Reject,
+    /// Send the request unchanged to the inner client, for a client that
+    /// also calls hosts outside the mesh.
+    PassThrough,
+}
+
+pub(crate) struct Router {
+    by_name: HashMap<Box<str>, usize>,
+    pools: Vec<Pool>,
+    pub(crate) unknown_host: UnknownHost,
+}
+
+impl Router {
+    pub(crate) fn new(unknown_host: UnknownHost) -> Self {
+        Self {
+            by_name: HashMap::new(),
+            pools: Vec::new(),
+            unknown_host,
+        }
+    }
+
+    pub(crate) fn insert(&mut self, pool: Pool) -> Result<(), Error> {
+        validate_name(pool.service())?;
+        let key = pool.service().to_ascii_lowercase().into_boxed_str();
+        if self.by_name.contains_key(&key) {
+            return Err(Error::Config(format!(
+                "service `{}` is configured twice",
+                pool.service()
+            )));
+        }
+        self.by_name.insert(key, self.pools.len());
+        self.pools.push(pool);
+        Ok(())
+    }
+
+    /// Host names are case-insensitive; the common all-lowercase host is
+    /// looked up without allocating.
+    #[inline]
+    pub(crate) fn get(&self, host: &str) -> Option<&Pool> {
+        let index = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.by_name.get(host.to_ascii_lowercase().as_str())
+        } else {
+            self.by_name.get(host)
+        };
+        index.map(|&i| &self.pools[i])
+    }
+
+    pub(crate) fn pools(&self) -> impl Iterator<Item = &Pool> {
+        self.pools.iter()
+    }
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("pools", &self.pools)
+            .field("unknown_host", &self.unknown_host)
+            .finish()
+    }
+}
+
+/// A service name is what a request's URI host will say: letters, digits,
+/// `-`, `_` and `.`, not empty, not starting or ending with `.` or `-`.
+pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let valid_ends = !name.starts_with(['.', '-']) && !name.ends_with(['.', '-']);
+    if name.is_empty() || !valid_chars || !valid_ends {
+        return Err(Error::Config(format!(
+            "service name `{name}` is not a valid host name \
+             (letters, digits, `-`, `_` and `.` only)"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_must_be_host_names() {
+        assert!(validate_name("greet").is_ok());
+        assert!(validate_name("users.internal").is_ok());
+        assert!(validate_name("user_svc-2").is_ok());
+        for bad in ["", "greet:80", "a b", "http://greet", ".greet", "greet-"] {
+            let err = validate_name(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{bad}`")), "{err}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+use crate::layer::future::{Balanced, ResponseFuture};
+use crate::layer::router::{Router, UnknownHost};
+use crate::request::{BalancedRequest, BalancedResponse};
+use crate::stats::PoolStats;
+use crate::{BoxError, Error, Pool};
+
+/// The service made by [`LoadBalanceLayer`](crate::LoadBalanceLayer): balances
+/// each request across the endpoints of the service its host names.
+///
+/// The inner service must be `Clone` (HTTP clients are: reqwest's, hyper-
+/// util's): a request that arrives before its pool's first discovery answer
+/// waits on a ready clone of the inner service, so the caller's handle stays
+/// usable meanwhile.
+#[derive(Clone)]
+pub struct LoadBalance<S> {
+    inner: S,
+    router: Arc<Router>,
+}
+
+impl<S> LoadBalance<S> {
+    pub(crate) fn new(inner: S, router: Arc<Router>) -> Self {
+        Self { inner, router }
+    }
+
+    /// The pool serving `service`, if configured.
+    pub fn pool(&self, service: &str) -> Option<&Pool> {
+        self.router.get(service)
+    }
+
+    /// Stats for every pool.
+    pub fn stats(&self) -> Vec<PoolStats> {
+        self.router.pools().map(Pool::stats).collect()
+    }
+
+    /// The inner client.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for LoadBalance<S>
+where
+    Req: BalancedRequest,
+    S: Service<Req> + Clone + Send + 'static,
+    S::Response: BalancedResponse,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future, S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::inner_from(None, None, e))
+    }
+
+    fn call(&mut self, mut request: Req) -> Self::Future {
+        let pool = match request.host() {
+            Some(host) => self.router.get(host),
+            None => None,
+        };
+        let Some(pool) = pool else {
+            return match (self.router.unknown_host, request.host()) {
+                (UnknownHost::PassThrough, _) => ResponseFuture::pass_through(self.inner.call(request)),
+                (UnknownHost::Reject, Some(host)) => ResponseFuture::failed(Error::UnknownService {
+                    service: host.to_string(),
+                }),
+                (UnknownHost::Reject, None) => ResponseFuture::failed(Error::MissingHost {
+                    uri: request.target(),
+                }),
+            };
+        };
+        match pool.pick() {
+            Ok(picked) => match Balanced::dispatch(&mut self.inner, request, pool, picked) {
+                Ok(balanced) => ResponseFuture::balanced(balanced),
+                Err(error) => ResponseFuture::failed(error),
+            },
+            Err(Error::NotReady { .. }) => {
+                // Take the inner service that poll_ready readied; leave a clone.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let pool = pool.clone();
+                ResponseFuture::waiting(async move {
+                    pool.ready().await?;
+                    let picked = pool.pick()?;
+                    Balanced::dispatch(&mut inner, request, &pool, picked)?.await
+                })
+            }
+            Err(error) => {
+                // Nothing was sent; make sure nothing half-routed leaks either.
+                let _ = request.extensions_mut();
+                ResponseFuture::failed(error)
+            }
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for LoadBalance<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadBalance")
+            .field("inner", &self.inner)
+            .field("router", &self.router)
+            .finish()
+    }
+}

@@ -1,0 +1,64 @@
+//! Client-side load balancing for HTTP microservices, as tower layers.
+//!
+//! Each service that calls another picks the instance itself: a
+//! [discovery source](discover) says which instances exist, a
+//! [balancer](balance) chooses one per request, and the
+//! [`LoadBalanceLayer`] rewrites the request to go there. It wraps the
+//! HTTP client you already have: `reqwest::Client`, hyper-util's client, or
+//! any `tower::Service` of `http::Request`s. Call `http://greet/...` by the
+//! service's name; the layer does the rest.
+//!
+//! ```no_run
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_lb::{Endpoint, LoadBalanceLayer, balance::RoundRobin, discover::Fixed};
+//!
+//! let lb = LoadBalanceLayer::builder()
+//!     .service("greet", Fixed::new(["http://127.0.0.1:5001", "http://127.0.0.1:5002"])?)
+//!     .balancer(RoundRobin::new())
+//!     .build()?;
+//! let client = ServiceBuilder::new().layer(lb).service(reqwest::Client::new());
+//!
+//! let request = reqwest::Request::new(http::Method::GET, "http://greet/api/greet?name=Alice".parse()?);
+//! let response = client.oneshot(request).await?;
+//! let answered_by = response.extensions().get::<Endpoint>().cloned();
+//! println!("{} from {answered_by:?}", response.text().await?);
+//! # Ok(()) }
+//! ```
+//!
+//! # Parts
+//!
+//! - [`Endpoint`]: one instance, parsed and validated once.
+//! - [`discover`]: the [`Discover`](discover::Discover) trait and the
+//!   built-in sources.
+//! - [`Pool`]: the live endpoint set of one service, updated in the
+//!   background, read without locks.
+//! - [`balance`]: the [`Balancer`](balance::Balancer) trait and the
+//!   algorithms.
+//! - [`LoadBalanceLayer`] / [`LoadBalance`]: the tower middleware.
+//! - [`Error`]: one typed error, naming the service, for every failure.
+//!
+//! # Features
+//!
+//! - `reqwest` (default): balance `reqwest::Request`s through a
+//!   `reqwest::Client`.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod balance;
+pub mod classify;
+pub mod discover;
+mod endpoint;
+mod error;
+mod layer;
+mod pool;
+mod request;
+pub mod stats;
+
+pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind, IntoEndpoint};
+pub use error::{BoxError, Error};
+pub use layer::{LoadBalance, LoadBalanceBuilder, LoadBalanceLayer, ResponseFuture, UnknownHost};
+pub use pool::{DEFAULT_READY_TIMEOUT, Picked, Pool, PoolBuilder};
+pub use request::{BalancedRequest, BalancedResponse};

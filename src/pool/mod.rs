@@ -1,0 +1,344 @@
+//! [`Pool`]: the live endpoint set of one logical service.
+//!
+//! A pool owns a discovery source and a balancer. A background task drives
+//! the source; every update becomes a new immutable snapshot (the member
+//! list and the balancer's picker for it), published with `arc-swap`, so a
+//! pick reads the current snapshot without taking a lock.
+
+mod driver;
+mod member;
+mod picked;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+pub use member::{EndpointState, Member};
+pub use picked::Picked;
+
+use crate::balance::{Balancer, PickContext, Picker, RoundRobin};
+use crate::discover::{BoxDiscover, Discover};
+use crate::stats::{EndpointStats, PoolStats};
+use crate::{Endpoint, Error};
+
+/// How long a request waits for discovery's first answer, by default.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The live endpoint set of one logical service. Cheap to clone: clones
+/// share the set. Dropping the last clone stops the background task.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use tower_lb::{Pool, balance::LeastRequest, discover::Fixed};
+///
+/// let pool = Pool::builder("greet", Fixed::new(["127.0.0.1:5001", "127.0.0.1:5002"])?)
+///     .balancer(LeastRequest::new())
+///     .ready_timeout(Duration::from_secs(1))
+///     .build();
+/// pool.ready().await?;
+/// assert_eq!(pool.endpoints().len(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+/// Configures a [`Pool`]. Made by [`Pool::builder`].
+pub struct PoolBuilder {
+    service: String,
+    source: BoxDiscover,
+    balancer: Option<Arc<dyn Balancer>>,
+    ready_timeout: Duration,
+    allow_empty: bool,
+    backoff: driver::Backoff,
+}
+
+pub(crate) struct Shared {
+    service: Arc<str>,
+    balancer: Arc<dyn Balancer>,
+    ready_timeout: Duration,
+    allow_empty: bool,
+    snapshot: ArcSwap<Snapshot>,
+    ready: watch::Sender<bool>,
+    status: Mutex<SourceStatus>,
+    /// Fast check on the pick path; the slot itself is behind the mutex.
+    started: AtomicBool,
+    driver: Mutex<DriverSlot>,
+}
+
+/// The source waits here until a tokio runtime is at hand to run it.
+enum DriverSlot {
+    Waiting(BoxDiscover, driver::Backoff),
+    Running(AbortHandle),
+    Taken,
+}
+
+/// One published endpoint set and the picker built for it.
+pub(crate) struct Snapshot {
+    members: Box<[Member]>,
+    picker: Box<dyn Picker>,
+    /// False only for the placeholder before discovery's first answer.
+    ready: bool,
+}
+
+/// What the pool knows about its source's health, for stats and errors.
+#[derive(Default)]
+pub(crate) struct SourceStatus {
+    updates: u64,
+    rejected_updates: u64,
+    errors: u64,
+    last_update: Option<Instant>,
+    last_error: Option<String>,
+    /// The source has failed since its last good update.
+    stale: bool,
+}
+
+impl Pool {
+    /// Starts configuring a pool for `service`, fed by `source`.
+    pub fn builder(service: impl Into<String>, source: impl Discover) -> PoolBuilder {
+        PoolBuilder {
+            service: service.into(),
+            source: Box::new(source),
+            balancer: None,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            allow_empty: false,
+            backoff: driver::Backoff::default(),
+        }
+    }
+
+    /// The logical service name.
+    pub fn service(&self) -> &str {
+        &self.shared.service
+    }
+
+    pub(crate) fn service_arc(&self) -> &Arc<str> {
+        &self.shared.service
+    }
+
+    /// The balancer's name.
+    pub fn balancer_name(&self) -> &'static str {
+        self.shared.balancer.name()
+    }
+
+    /// True once discovery has produced its first endpoint set.
+    pub fn is_ready(&self) -> bool {
+        self.shared.snapshot.load().ready
+    }
+
+    /// Waits until discovery has produced its first endpoint set, at most
+    /// the pool's ready timeout; then fails with [`Error::NotReady`].
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.ensure_started();
+        if self.is_ready() {
+            return Ok(());
+        }
+        let mut ready = self.shared.ready.subscribe();
+        let waited = self.shared.ready_timeout;
+        match tokio::time::timeout(waited, ready.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => Ok(()),
+            // The sender lives in `shared`, which we hold: it cannot close.
+            Ok(Err(_)) | Err(_) => Err(Error::NotReady {
+                service: self.shared.service.clone(),
+                waited,
+                last_error: self.shared.status.lock().unwrap().last_error.clone(),
+            }),
+        }
+    }
+
+    /// Chooses an endpoint now, without waiting for discovery.
+    ///
+    /// Fails with [`Error::NotReady`] before discovery's first answer and
+    /// with [`Error::NoEndpoints`] when the set is empty.
+    #[inline]
+    pub fn pick(&self) -> Result<Picked, Error> {
+        self.ensure_started();
+        let snapshot = self.shared.snapshot.load();
+        let ctx = PickContext::new(&self.shared.service);
+        match snapshot.picker.pick(&snapshot.members, &ctx) {
+            Some(i) => match snapshot.members.get(i) {
+                Some(m) => Ok(Picked::new(m.endpoint().clone(), m.shared_state().clone())),
+                // A picker bug must not panic the caller; report it as empty.
+                None => Err(self.no_endpoints()),
+            },
+            None if !snapshot.ready => Err(Error::NotReady {
+                service: self.shared.service.clone(),
+                waited: Duration::ZERO,
+                last_error: None,
+            }),
+            None => Err(self.no_endpoints()),
+        }
+    }
+
+    fn no_endpoints(&self) -> Error {
+        Error::NoEndpoints {
+            service: self.shared.service.clone(),
+        }
+    }
+
+    /// The current endpoint set, sorted by key.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let snapshot = self.shared.snapshot.load();
+        snapshot.members.iter().map(|m| m.endpoint().clone()).collect()
+    }
+
+    /// The current members with their live state, sorted by key.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.snapshot.load().members.to_vec()
+    }
+
+    /// A serializable picture of the pool: endpoints, their load and
+    /// counters, and the discovery source's health.
+    pub fn stats(&self) -> PoolStats {
+        let snapshot = self.shared.snapshot.load();
+        let status = self.shared.status.lock().unwrap();
+        PoolStats {
+            service: self.shared.service.to_string(),
+            balancer: self.shared.balancer.name(),
+            ready: snapshot.ready,
+            endpoints: snapshot.members.iter().map(EndpointStats::of).collect(),
+            discovery_updates: status.updates,
+            discovery_rejected_updates: status.rejected_updates,
+            discovery_errors: status.errors,
+            discovery_stale: status.stale,
+            discovery_last_error: status.last_error.clone(),
+            seconds_since_update: status.last_update.map(|t| t.elapsed().as_secs_f64()),
+        }
+    }
+
+    /// Starts the background task if it has not started and a tokio runtime
+    /// is at hand. Building a pool outside a runtime is allowed; the task
+    /// then starts on first use.
+    #[inline]
+    fn ensure_started(&self) {
+        if !self.shared.started.load(Ordering::Acquire) {
+            self.start_driver();
+        }
+    }
+
+    #[cold]
+    fn start_driver(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut slot = self.shared.driver.lock().unwrap();
+        if let DriverSlot::Waiting(..) = &*slot {
+            let DriverSlot::Waiting(source, backoff) = std::mem::replace(&mut *slot, DriverSlot::Taken)
+            else {
+                unreachable!("checked just above");
+            };
+            let weak = Arc::downgrade(&self.shared);
+            let task = runtime.spawn(driver::drive(weak, source, backoff));
+            *slot = DriverSlot::Running(task.abort_handle());
+            self.shared.started.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let snapshot = self.shared.snapshot.load();
+        f.debug_struct("Pool")
+            .field("service", &self.shared.service)
+            .field("balancer", &self.shared.balancer)
+            .field("ready", &snapshot.ready)
+            .field("endpoints", &snapshot.members.len())
+            .finish()
+    }
+}
+
+impl PoolBuilder {
+    /// The balancer for this pool (default: [`RoundRobin`]).
+    pub fn balancer(mut self, balancer: impl Balancer) -> Self {
+        self.balancer = Some(Arc::new(balancer));
+        self
+    }
+
+    pub(crate) fn balancer_arc(mut self, balancer: Arc<dyn Balancer>) -> Self {
+        self.balancer = Some(balancer);
+        self
+    }
+
+    pub(crate) fn has_balancer(&self) -> bool {
+        self.balancer.is_some()
+    }
+
+    /// How long a request waits for discovery's first answer before failing
+    /// with [`Error::NotReady`] (default 5 s).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Whether an [`Update::Replace`](crate::discover::Update::Replace) with
+    /// no endpoints may empty a non-empty pool (default: no; it is logged,
+    /// counted in stats and ignored, since a registry that suddenly lists
+    /// nothing is far more often broken than right).
+    pub fn allow_empty(mut self, allow: bool) -> Self {
+        self.allow_empty = allow;
+        self
+    }
+
+    /// How long to wait before asking a failed source again: starts at
+    /// `base`, doubles per consecutive failure up to `cap`, with jitter
+    /// (defaults 100 ms and 30 s).
+    pub fn discovery_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.backoff = driver::Backoff::new(base, cap);
+        self
+    }
+
+    /// Builds the pool. Its background task starts now when called inside
+    /// a tokio runtime, otherwise on first use inside one.
+    pub fn build(self) -> Pool {
+        let balancer = self.balancer.unwrap_or_else(|| Arc::new(RoundRobin::new()));
+        let placeholder = Snapshot {
+            picker: balancer.picker(&[]),
+            members: Box::new([]),
+            ready: false,
+        };
+        let pool = Pool {
+            shared: Arc::new(Shared {
+                service: self.service.into(),
+                balancer,
+                ready_timeout: self.ready_timeout,
+                allow_empty: self.allow_empty,
+                snapshot: ArcSwap::from_pointee(placeholder),
+                ready: watch::Sender::new(false),
+                status: Mutex::new(SourceStatus::default()),
+                started: AtomicBool::new(false),
+                driver: Mutex::new(DriverSlot::Waiting(self.source, self.backoff)),
+            }),
+        };
+        pool.ensure_started();
+        pool
+    }
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("service", &self.service)
+            .field("balancer", &self.balancer)
+            .field("ready_timeout", &self.ready_timeout)
+            .field("allow_empty", &self.allow_empty)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Ok(slot) = self.driver.get_mut() {
+            if let DriverSlot::Running(task) = slot {
+                task.abort();
+            }
+        }
+    }
+}

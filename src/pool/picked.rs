@@ -1,0 +1,75 @@
+//! The result of a pick: the chosen endpoint, counted in flight until done.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::Endpoint;
+use crate::pool::EndpointState;
+
+/// An endpoint chosen for one request, counted as in flight until this
+/// value is finished with [`Picked::success`] / [`Picked::failure`] or
+/// dropped. Dropping counts the request out without recording an outcome,
+/// as for a caller that gave up.
+///
+/// The load-balancing layer handles this for HTTP; use it directly to
+/// balance anything else:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_lb::Error> {
+/// use tower_lb::{Pool, discover::Fixed};
+///
+/// let pool = Pool::builder("db", Fixed::new(["10.0.0.7:5432", "10.0.0.8:5432"]).unwrap()).build();
+/// pool.ready().await?;
+/// let picked = pool.pick()?;
+/// assert_eq!(pool.stats().endpoints.iter().map(|e| e.in_flight).sum::<usize>(), 1);
+/// // ... talk to picked.endpoint() ...
+/// picked.success();
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a pick counts as in flight until it is finished or dropped"]
+pub struct Picked {
+    endpoint: Endpoint,
+    state: Arc<EndpointState>,
+    started: Instant,
+}
+
+impl Picked {
+    pub(crate) fn new(endpoint: Endpoint, state: Arc<EndpointState>) -> Self {
+        state.start();
+        Self {
+            endpoint,
+            state,
+            started: Instant::now(),
+        }
+    }
+
+    /// The chosen endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Records a success with the time since the pick as its latency.
+    pub fn success(self) {
+        self.finish(false);
+    }
+
+    /// Records a failure with the time since the pick as its latency.
+    pub fn failure(self) {
+        self.finish(true);
+    }
+
+    /// Records the outcome; `failed` says which.
+    pub fn finish(self, failed: bool) {
+        self.state.record(self.started.elapsed(), failed);
+        // Drop decrements the in-flight count.
+    }
+}
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        self.state.finish();
+    }
+}

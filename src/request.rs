@@ -1,0 +1,160 @@
+//! The one request/response abstraction the layers are written against.
+//!
+//! The load-balancing layer needs little from a request: its host (to find
+//! the service), a way to point it at the chosen endpoint, and somewhere to
+//! note that endpoint. [`BalancedRequest`] says exactly that, and is
+//! implemented for `http::Request<B>` (hyper, hyper-util, any tower HTTP
+//! client) and, with the `reqwest` feature, `reqwest::Request`; likewise
+//! [`BalancedResponse`] for the responses. Every layer is written once.
+
+use http::header::HOST;
+use http::uri::{PathAndQuery, Uri};
+use http::{Extensions, HeaderMap, StatusCode};
+
+use crate::Endpoint;
+
+/// An HTTP request that can be balanced.
+pub trait BalancedRequest: Send + 'static {
+    /// The host named by the request's URI, if any: the logical service.
+    fn host(&self) -> Option<&str>;
+
+    /// The request's target, for error messages.
+    fn target(&self) -> String;
+
+    /// The request's headers.
+    fn headers(&self) -> &HeaderMap;
+
+    /// Points the request at `endpoint`: scheme, host and port replaced;
+    /// path and query kept; the `Host` header set to match. On failure the
+    /// reason is returned and the request must not be sent.
+    fn route_to(&mut self, endpoint: &Endpoint) -> Result<(), String>;
+
+    /// The request's extensions, when the type has public ones.
+    fn extensions_mut(&mut self) -> Option<&mut Extensions>;
+}
+
+/// An HTTP response produced by a balanced request.
+pub trait BalancedResponse: Send + 'static {
+    /// The status code, for outcome classification.
+    fn status(&self) -> StatusCode;
+
+    /// The response's extensions, where the answering endpoint is noted.
+    fn extensions_mut(&mut self) -> &mut Extensions;
+}
+
+impl<B: Send + 'static> BalancedRequest for http::Request<B> {
+    #[inline]
+    fn host(&self) -> Option<&str> {
+        self.uri().host()
+    }
+
+    fn target(&self) -> String {
+        self.uri().to_string()
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        self.headers()
+    }
+
+    fn route_to(&mut self, endpoint: &Endpoint) -> Result<(), String> {
+        let mut parts = std::mem::take(self.uri_mut()).into_parts();
+        parts.scheme = Some(endpoint.scheme().clone());
+        parts.authority = Some(endpoint.authority().clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        *self.uri_mut() = Uri::from_parts(parts).map_err(|e| e.to_string())?;
+        // Always set: a caller may have set `Host: users` itself, and a bare
+        // hyper connection would send no Host at all.
+        self.headers_mut().insert(HOST, endpoint.host_header().clone());
+        Ok(())
+    }
+
+    fn extensions_mut(&mut self) -> Option<&mut Extensions> {
+        Some(self.extensions_mut())
+    }
+}
+
+impl<B: Send + 'static> BalancedResponse for http::Response<B> {
+    fn status(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        self.extensions_mut()
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl BalancedRequest for reqwest::Request {
+    #[inline]
+    fn host(&self) -> Option<&str> {
+        self.url().host_str()
+    }
+
+    fn target(&self) -> String {
+        self.url().to_string()
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        self.headers()
+    }
+
+    fn route_to(&mut self, endpoint: &Endpoint) -> Result<(), String> {
+        let url = self.url_mut();
+        url.set_scheme(endpoint.scheme().as_str())
+            .map_err(|()| format!("cannot set scheme `{}`", endpoint.scheme()))?;
+        url.set_host(Some(endpoint.host())).map_err(|e| e.to_string())?;
+        url.set_port(Some(endpoint.port()))
+            .map_err(|()| format!("cannot set port {}", endpoint.port()))?;
+        // reqwest derives Host from the URL unless the caller set one; only
+        // a caller-set Host needs replacing.
+        if self.headers().contains_key(HOST) {
+            self.headers_mut().insert(HOST, endpoint.host_header().clone());
+        }
+        Ok(())
+    }
+
+    fn extensions_mut(&mut self) -> Option<&mut Extensions> {
+        // reqwest 0.13 keeps a request's extensions private.
+        None
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl BalancedResponse for reqwest::Response {
+    fn status(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        self.extensions_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_request_keeps_path_and_query_and_sets_host() {
+        let mut req = http::Request::get("http://greet/api/greet?name=Alice")
+            .header(HOST, "greet")
+            .body(())
+            .unwrap();
+        let ep = Endpoint::new("https://10.0.0.7:8443").unwrap();
+        req.route_to(&ep).unwrap();
+        assert_eq!(req.uri(), "https://10.0.0.7:8443/api/greet?name=Alice");
+        assert_eq!(req.headers()[HOST], "10.0.0.7:8443");
+    }
+
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn reqwest_request_is_rewritten() {
+        let url = "http://greet/api/greet?name=Alice".parse().unwrap();
+        let mut req = reqwest::Request::new(http::Method::GET, url);
+        let ep = Endpoint::new("http://[::1]:5001").unwrap();
+        req.route_to(&ep).unwrap();
+        assert_eq!(req.url().as_str(), "http://[::1]:5001/api/greet?name=Alice");
+    }
+}
