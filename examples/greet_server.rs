@@ -18,7 +18,7 @@ use greet::GreetServer;
 
 const USAGE: &str = "usage: greet_server [--port PORT] [--name NAME]
 
-  --port PORT   TCP port on 127.0.0.1 (default 5001; 0 = any free port)
+  --port PORT   TCP port on 127.0.0.1 (default 5001)
   --name NAME   instance name sent as `x-instance` (default greet-<port>)
   -h, --help    show this help";
 
