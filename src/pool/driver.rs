@@ -87,7 +87,7 @@ impl Shared {
                         "discovery replaced the endpoint set with an empty one; \
                          keeping the last good set (allow_empty is off)"
                     );
-                    let mut status = self.status.lock().unwrap();
+                    let mut status = self.status();
                     status.rejected_updates += 1;
                     return;
                 }
@@ -111,7 +111,7 @@ impl Shared {
         }
         self.publish(members);
         let was_ready = {
-            let mut status = self.status.lock().unwrap();
+            let mut status = self.status();
             status.updates += 1;
             status.last_update = Some(Instant::now());
             status.stale = false;
@@ -148,7 +148,7 @@ impl Shared {
             retry_in_ms = retry_in.as_millis() as u64,
             "discovery failed; keeping the last good endpoint set"
         );
-        let mut status = self.status.lock().unwrap();
+        let mut status = self.status();
         status.errors += 1;
         status.stale = true;
         status.last_error = Some(message);

@@ -11,7 +11,7 @@ mod picked;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -149,7 +149,7 @@ impl Pool {
             Ok(Err(_)) | Err(_) => Err(Error::NotReady {
                 service: self.shared.service.clone(),
                 waited,
-                last_error: self.shared.status.lock().unwrap().last_error.clone(),
+                last_error: self.shared.status().last_error.clone(),
             }),
         }
     }
@@ -199,7 +199,7 @@ impl Pool {
     /// counters, and the discovery source's health.
     pub fn stats(&self) -> PoolStats {
         let snapshot = self.shared.snapshot.load();
-        let status = self.shared.status.lock().unwrap();
+        let status = self.shared.status();
         PoolStats {
             service: self.shared.service.to_string(),
             balancer: self.shared.balancer.name(),
@@ -229,7 +229,7 @@ impl Pool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut slot = self.shared.driver.lock().unwrap();
+        let mut slot = self.shared.driver.lock().unwrap_or_else(PoisonError::into_inner);
         if let DriverSlot::Waiting(..) = &*slot {
             let DriverSlot::Waiting(source, backoff) = std::mem::replace(&mut *slot, DriverSlot::Taken)
             else {
@@ -333,12 +333,24 @@ impl fmt::Debug for PoolBuilder {
     }
 }
 
+impl Shared {
+    /// The source status. Its critical sections cannot panic half-way, so
+    /// a poisoned lock still guards consistent data: use it rather than
+    /// spreading a panic to every caller.
+    pub(crate) fn status(&self) -> MutexGuard<'_, SourceStatus> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Ok(slot) = self.driver.get_mut() {
-            if let DriverSlot::Running(task) = slot {
-                task.abort();
-            }
+        // A poisoned lock still holds a valid slot; the task must stop anyway.
+        let slot = match self.driver.get_mut() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let DriverSlot::Running(task) = slot {
+            task.abort();
         }
     }
 }
