@@ -21,6 +21,9 @@ pub trait BalancedRequest: Send + 'static {
     /// The request's target, for error messages.
     fn target(&self) -> String;
 
+    /// The request's path, for balancers that hash it.
+    fn path(&self) -> &str;
+
     /// The request's headers.
     fn headers(&self) -> &HeaderMap;
 
@@ -30,6 +33,9 @@ pub trait BalancedRequest: Send + 'static {
     fn route_to(&mut self, endpoint: &Endpoint) -> Result<(), String>;
 
     /// The request's extensions, when the type has public ones.
+    fn extensions(&self) -> Option<&Extensions>;
+
+    /// The request's extensions, mutably, when the type has public ones.
     fn extensions_mut(&mut self) -> Option<&mut Extensions>;
 }
 
@@ -52,6 +58,10 @@ impl<B: Send + 'static> BalancedRequest for http::Request<B> {
         self.uri().to_string()
     }
 
+    fn path(&self) -> &str {
+        self.uri().path()
+    }
+
     fn headers(&self) -> &HeaderMap {
         self.headers()
     }
@@ -68,6 +78,10 @@ impl<B: Send + 'static> BalancedRequest for http::Request<B> {
         // hyper connection would send no Host at all.
         self.headers_mut().insert(HOST, endpoint.host_header().clone());
         Ok(())
+    }
+
+    fn extensions(&self) -> Option<&Extensions> {
+        Some(self.extensions())
     }
 
     fn extensions_mut(&mut self) -> Option<&mut Extensions> {
@@ -96,6 +110,10 @@ impl BalancedRequest for reqwest::Request {
         self.url().to_string()
     }
 
+    fn path(&self) -> &str {
+        self.url().path()
+    }
+
     fn headers(&self) -> &HeaderMap {
         self.headers()
     }
@@ -115,8 +133,12 @@ impl BalancedRequest for reqwest::Request {
         Ok(())
     }
 
-    fn extensions_mut(&mut self) -> Option<&mut Extensions> {
+    fn extensions(&self) -> Option<&Extensions> {
         // reqwest 0.13 keeps a request's extensions private.
+        None
+    }
+
+    fn extensions_mut(&mut self) -> Option<&mut Extensions> {
         None
     }
 }

@@ -33,6 +33,7 @@
 //! }
 //! ```
 
+mod avoid;
 mod least_request;
 mod random;
 pub(crate) mod rng;
@@ -41,6 +42,9 @@ mod weighted_round_robin;
 
 use std::fmt;
 
+use http::HeaderMap;
+
+pub use avoid::Avoid;
 pub use least_request::{LeastRequest, LeastRequestMode};
 pub use random::Random;
 pub use round_robin::RoundRobin;
@@ -73,19 +77,60 @@ pub trait Picker: Send + Sync + 'static {
 
 /// What a picker may know about the request being balanced.
 ///
-/// It grows with the balancers that need more (a hash key, endpoints to
-/// avoid); it is `#[non_exhaustive]` so that adding fields breaks no one.
+/// `#[non_exhaustive]`: build it with [`PickContext::new`] and the `with_*`
+/// methods, so that adding fields breaks no one.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct PickContext<'a> {
     /// The logical service the request is for.
     pub service: &'a str,
+    /// The request's path, when there is a request.
+    pub path: Option<&'a str>,
+    /// The request's headers, when there is a request.
+    pub headers: Option<&'a HeaderMap>,
+    /// Endpoints this request should not go to, if any.
+    pub avoid: Option<&'a Avoid>,
 }
 
 impl<'a> PickContext<'a> {
-    /// A context for a request to `service`.
+    /// A context for a request to `service`, knowing nothing else.
     pub fn new(service: &'a str) -> Self {
-        Self { service }
+        Self {
+            service,
+            path: None,
+            headers: None,
+            avoid: None,
+        }
+    }
+
+    /// Adds the request's path.
+    pub fn with_path(mut self, path: &'a str) -> Self {
+        self.path = Some(path);
+        self
+    }
+
+    /// Adds the request's headers.
+    pub fn with_headers(mut self, headers: &'a HeaderMap) -> Self {
+        self.headers = Some(headers);
+        self
+    }
+
+    /// Adds endpoints to avoid.
+    pub fn with_avoid(mut self, avoid: &'a Avoid) -> Self {
+        self.avoid = Some(avoid);
+        self
+    }
+
+    /// True when `endpoint` is to be avoided for this request.
+    #[inline]
+    pub fn avoids(&self, endpoint: &crate::Endpoint) -> bool {
+        self.avoid.is_some_and(|a| a.contains(endpoint))
+    }
+
+    /// True when some endpoint is to be avoided.
+    #[inline]
+    pub fn avoids_any(&self) -> bool {
+        self.avoid.is_some_and(|a| !a.is_empty())
     }
 }
 

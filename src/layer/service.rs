@@ -4,11 +4,12 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
+use crate::balance::{Avoid, PickContext};
 use crate::layer::future::{Balanced, ResponseFuture};
 use crate::layer::router::{Router, UnknownHost};
 use crate::request::{BalancedRequest, BalancedResponse};
 use crate::stats::PoolStats;
-use crate::{BoxError, Error, Pool};
+use crate::{BoxError, Error, Picked, Pool};
 
 /// The service made by [`LoadBalanceLayer`](crate::LoadBalanceLayer): balances
 /// each request across the endpoints of the service its host names.
@@ -62,7 +63,7 @@ where
             .map_err(|e| Error::inner_from(None, None, e))
     }
 
-    fn call(&mut self, mut request: Req) -> Self::Future {
+    fn call(&mut self, request: Req) -> Self::Future {
         let pool = match request.host() {
             Some(host) => self.router.get(host),
             None => None,
@@ -78,7 +79,7 @@ where
                 }),
             };
         };
-        match pool.pick() {
+        match pick_for(pool, &request) {
             Ok(picked) => match Balanced::dispatch(&mut self.inner, request, pool, picked) {
                 Ok(balanced) => ResponseFuture::balanced(balanced),
                 Err(error) => ResponseFuture::failed(error),
@@ -90,17 +91,25 @@ where
                 let pool = pool.clone();
                 ResponseFuture::waiting(async move {
                     pool.ready().await?;
-                    let picked = pool.pick()?;
+                    let picked = pick_for(&pool, &request)?;
                     Balanced::dispatch(&mut inner, request, &pool, picked)?.await
                 })
             }
-            Err(error) => {
-                // Nothing was sent; make sure nothing half-routed leaks either.
-                let _ = request.extensions_mut();
-                ResponseFuture::failed(error)
-            }
+            Err(error) => ResponseFuture::failed(error),
         }
     }
+}
+
+/// Picks for `request`: its path and headers for hashing balancers, and the
+/// endpoints it should avoid (from its extensions) for retries.
+fn pick_for<Req: BalancedRequest>(pool: &Pool, request: &Req) -> Result<Picked, Error> {
+    let mut ctx = PickContext::new(pool.service())
+        .with_path(request.path())
+        .with_headers(request.headers());
+    if let Some(avoid) = request.extensions().and_then(|e| e.get::<Avoid>()) {
+        ctx = ctx.with_avoid(avoid);
+    }
+    pool.pick_with(&ctx)
 }
 
 impl<S: fmt::Debug> fmt::Debug for LoadBalance<S> {

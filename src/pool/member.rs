@@ -120,37 +120,49 @@ impl fmt::Debug for EndpointState {
 
 /// One endpoint of a pool's current set, with its live state: what a
 /// [`Picker`](crate::balance::Picker) chooses among.
+///
+/// Cheap to clone (one reference count), so a pick hands one out without
+/// copying the endpoint.
 #[derive(Clone, Debug)]
 pub struct Member {
+    inner: Arc<MemberInner>,
+}
+
+#[derive(Debug)]
+struct MemberInner {
     endpoint: Endpoint,
     state: Arc<EndpointState>,
 }
 
 impl Member {
     pub(crate) fn new(endpoint: Endpoint, state: Arc<EndpointState>) -> Self {
-        Self { endpoint, state }
+        Self {
+            inner: Arc::new(MemberInner { endpoint, state }),
+        }
     }
 
     /// The endpoint.
     #[inline]
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        &self.inner.endpoint
     }
 
     /// Its weight (shortcut for `endpoint().weight()`).
     #[inline]
     pub fn weight(&self) -> u32 {
-        self.endpoint.weight()
+        self.inner.endpoint.weight()
     }
 
     /// Its live load and counters.
     #[inline]
     pub fn state(&self) -> &EndpointState {
-        &self.state
+        &self.inner.state
     }
 
+    /// The state, shared: an update that keeps the endpoint hands the same
+    /// state to the new member.
     pub(crate) fn shared_state(&self) -> &Arc<EndpointState> {
-        &self.state
+        &self.inner.state
     }
 }
 

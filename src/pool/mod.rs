@@ -160,22 +160,34 @@ impl Pool {
     /// with [`Error::NoEndpoints`] when the set is empty.
     #[inline]
     pub fn pick(&self) -> Result<Picked, Error> {
+        self.pick_with(&PickContext::new(&self.shared.service))
+    }
+
+    /// Chooses an endpoint for a request described by `ctx` (its path and
+    /// headers for hashing balancers, endpoints to avoid).
+    ///
+    /// Whatever the balancer, an endpoint in `ctx.avoid` is returned only
+    /// when every endpoint is avoided.
+    pub fn pick_with(&self, ctx: &PickContext<'_>) -> Result<Picked, Error> {
         self.ensure_started();
         let snapshot = self.shared.snapshot.load();
-        let ctx = PickContext::new(&self.shared.service);
-        match snapshot.picker.pick(&snapshot.members, &ctx) {
-            Some(i) => match snapshot.members.get(i) {
-                Some(m) => Ok(Picked::new(m.endpoint().clone(), m.shared_state().clone())),
-                // A picker bug must not panic the caller; report it as empty.
-                None => Err(self.no_endpoints()),
-            },
-            None if !snapshot.ready => Err(Error::NotReady {
-                service: self.shared.service.clone(),
-                waited: Duration::ZERO,
-                last_error: None,
-            }),
-            None => Err(self.no_endpoints()),
+        let members = &snapshot.members;
+        let Some(mut index) = snapshot.picker.pick(members, ctx).filter(|&i| i < members.len())
+        else {
+            return Err(if snapshot.ready {
+                self.no_endpoints()
+            } else {
+                Error::NotReady {
+                    service: self.shared.service.clone(),
+                    waited: Duration::ZERO,
+                    last_error: None,
+                }
+            });
+        };
+        if ctx.avoids_any() && ctx.avoids(members[index].endpoint()) {
+            index = avoiding(members, ctx, &*snapshot.picker).unwrap_or(index);
         }
+        Ok(Picked::new(members[index].clone()))
     }
 
     fn no_endpoints(&self) -> Error {
@@ -241,6 +253,25 @@ impl Pool {
             self.shared.started.store(true, Ordering::Release);
         }
     }
+}
+
+/// The safety net behind every balancer for [`PickContext::avoid`]: ask
+/// the picker twice more (a load-aware picker then still weighs load),
+/// then take the first eligible endpoint from a random start. `None` when
+/// every endpoint is avoided.
+#[cold]
+fn avoiding(members: &[Member], ctx: &PickContext<'_>, picker: &dyn Picker) -> Option<usize> {
+    for _ in 0..2 {
+        if let Some(i) = picker.pick(members, ctx).filter(|&i| i < members.len()) {
+            if !ctx.avoids(members[i].endpoint()) {
+                return Some(i);
+            }
+        }
+    }
+    let start = crate::balance::rng::below(members.len());
+    (0..members.len())
+        .map(|step| (start + step) % members.len())
+        .find(|&i| !ctx.avoids(members[i].endpoint()))
 }
 
 impl fmt::Debug for Pool {

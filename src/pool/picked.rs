@@ -1,11 +1,9 @@
 //! The result of a pick: the chosen endpoint, counted in flight until done.
 
-use std::sync::Arc;
-
 use tokio::time::Instant;
 
 use crate::Endpoint;
-use crate::pool::EndpointState;
+use crate::pool::Member;
 
 /// An endpoint chosen for one request, counted as in flight until this
 /// value is finished with [`Picked::success`] / [`Picked::failure`] or
@@ -31,24 +29,22 @@ use crate::pool::EndpointState;
 #[derive(Debug)]
 #[must_use = "a pick counts as in flight until it is finished or dropped"]
 pub struct Picked {
-    endpoint: Endpoint,
-    state: Arc<EndpointState>,
+    member: Member,
     started: Instant,
 }
 
 impl Picked {
-    pub(crate) fn new(endpoint: Endpoint, state: Arc<EndpointState>) -> Self {
-        state.start();
+    pub(crate) fn new(member: Member) -> Self {
+        member.state().start();
         Self {
-            endpoint,
-            state,
+            member,
             started: Instant::now(),
         }
     }
 
     /// The chosen endpoint.
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        self.member.endpoint()
     }
 
     /// Records a success with the time since the pick as its latency.
@@ -63,13 +59,13 @@ impl Picked {
 
     /// Records the outcome; `failed` says which.
     pub fn finish(self, failed: bool) {
-        self.state.record(self.started.elapsed(), failed);
+        self.member.state().record(self.started.elapsed(), failed);
         // Drop decrements the in-flight count.
     }
 }
 
 impl Drop for Picked {
     fn drop(&mut self) {
-        self.state.finish();
+        self.member.state().finish();
     }
 }
