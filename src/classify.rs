@@ -103,7 +103,10 @@ mod tests {
     #[test]
     fn only_5xx_fails() {
         assert_eq!(classify_status(StatusCode::OK), Outcome::Success);
-        assert_eq!(classify_status(StatusCode::TOO_MANY_REQUESTS), Outcome::Success);
+        assert_eq!(
+            classify_status(StatusCode::TOO_MANY_REQUESTS),
+            Outcome::Success
+        );
         assert_eq!(
             classify_status(StatusCode::BAD_GATEWAY),
             Outcome::Failure(FailureKind::Status(StatusCode::BAD_GATEWAY))

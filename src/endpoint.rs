@@ -177,8 +177,8 @@ impl Endpoint {
     fn from_parts(scheme: Scheme, authority: Authority, port: u16) -> Self {
         let host = authority.host().to_ascii_lowercase();
         let key = format!("{}://{}:{}", scheme, host, port);
-        let host_header =
-            HeaderValue::from_str(authority.as_str()).expect("an authority is a valid header value");
+        let host_header = HeaderValue::from_str(authority.as_str())
+            .expect("an authority is a valid header value");
         Self {
             inner: Arc::new(Inner {
                 scheme,
@@ -398,24 +398,51 @@ mod tests {
 
     #[test]
     fn parses_and_normalizes_keys() {
-        assert_eq!(Endpoint::new("http://A.example:80").unwrap().key(), "http://a.example:80");
-        assert_eq!(Endpoint::new("https://a.example").unwrap().key(), "https://a.example:443");
-        assert_eq!(Endpoint::new("a.example").unwrap().key(), "http://a.example:80");
-        assert_eq!(Endpoint::new("a.example:8080").unwrap().key(), "http://a.example:8080");
-        assert_eq!(Endpoint::new("http://[::1]:9000/").unwrap().key(), "http://[::1]:9000");
+        assert_eq!(
+            Endpoint::new("http://A.example:80").unwrap().key(),
+            "http://a.example:80"
+        );
+        assert_eq!(
+            Endpoint::new("https://a.example").unwrap().key(),
+            "https://a.example:443"
+        );
+        assert_eq!(
+            Endpoint::new("a.example").unwrap().key(),
+            "http://a.example:80"
+        );
+        assert_eq!(
+            Endpoint::new("a.example:8080").unwrap().key(),
+            "http://a.example:8080"
+        );
+        assert_eq!(
+            Endpoint::new("http://[::1]:9000/").unwrap().key(),
+            "http://[::1]:9000"
+        );
         assert_eq!(Endpoint::new(" http://h:1 ").unwrap().port(), 1);
     }
 
     #[test]
     fn rejects_bad_input_with_a_reason() {
         assert_eq!(kind(""), EndpointErrorKind::Empty);
-        assert_eq!(kind("ftp://h:21"), EndpointErrorKind::UnsupportedScheme("ftp".into()));
-        assert_eq!(kind("http://h:1/api"), EndpointErrorKind::UnexpectedPath("/api".into()));
-        assert_eq!(kind("http://h:1?x=1"), EndpointErrorKind::UnexpectedPath("?x=1".into()));
+        assert_eq!(
+            kind("ftp://h:21"),
+            EndpointErrorKind::UnsupportedScheme("ftp".into())
+        );
+        assert_eq!(
+            kind("http://h:1/api"),
+            EndpointErrorKind::UnexpectedPath("/api".into())
+        );
+        assert_eq!(
+            kind("http://h:1?x=1"),
+            EndpointErrorKind::UnexpectedPath("?x=1".into())
+        );
         assert_eq!(kind("http://h:99999"), EndpointErrorKind::BadPort);
         assert_eq!(kind("http://h:0"), EndpointErrorKind::BadPort);
         assert_eq!(kind("http://u:p@h:1"), EndpointErrorKind::UserInfo);
-        assert!(matches!(kind("http://"), EndpointErrorKind::Malformed(_) | EndpointErrorKind::MissingHost));
+        assert!(matches!(
+            kind("http://"),
+            EndpointErrorKind::Malformed(_) | EndpointErrorKind::MissingHost
+        ));
         assert!(matches!(kind("not a uri"), EndpointErrorKind::Malformed(_)));
         let zero = Endpoint::new("h:1").unwrap().with_weight(0).unwrap_err();
         assert_eq!(zero.kind(), &EndpointErrorKind::ZeroWeight);

@@ -76,7 +76,8 @@ impl<B: Send + 'static> BalancedRequest for http::Request<B> {
         *self.uri_mut() = Uri::from_parts(parts).map_err(|e| e.to_string())?;
         // Always set: a caller may have set `Host: users` itself, and a bare
         // hyper connection would send no Host at all.
-        self.headers_mut().insert(HOST, endpoint.host_header().clone());
+        self.headers_mut()
+            .insert(HOST, endpoint.host_header().clone());
         Ok(())
     }
 
@@ -122,13 +123,15 @@ impl BalancedRequest for reqwest::Request {
         let url = self.url_mut();
         url.set_scheme(endpoint.scheme().as_str())
             .map_err(|()| format!("cannot set scheme `{}`", endpoint.scheme()))?;
-        url.set_host(Some(endpoint.host())).map_err(|e| e.to_string())?;
+        url.set_host(Some(endpoint.host()))
+            .map_err(|e| e.to_string())?;
         url.set_port(Some(endpoint.port()))
             .map_err(|()| format!("cannot set port {}", endpoint.port()))?;
         // reqwest derives Host from the URL unless the caller set one; only
         // a caller-set Host needs replacing.
         if self.headers().contains_key(HOST) {
-            self.headers_mut().insert(HOST, endpoint.host_header().clone());
+            self.headers_mut()
+                .insert(HOST, endpoint.host_header().clone());
         }
         Ok(())
     }

@@ -71,7 +71,10 @@ impl Picker for TwoChoices {
             1 => Some(0),
             n => {
                 let (a, b) = rng::two_distinct(n);
-                let (la, lb) = (members[a].state().in_flight(), members[b].state().in_flight());
+                let (la, lb) = (
+                    members[a].state().in_flight(),
+                    members[b].state().in_flight(),
+                );
                 // Ties keep `a`, itself a random choice, so ties spread evenly.
                 Some(if lb < la { b } else { a })
             }

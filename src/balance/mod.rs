@@ -50,7 +50,7 @@ pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use weighted_round_robin::WeightedRoundRobin;
 
-pub use crate::pool::{EndpointState, Member};
+pub use crate::pool::{EndpointState, LoadTracking, Member};
 
 /// A load-balancing algorithm, configured once per pool.
 ///
@@ -65,6 +65,13 @@ pub trait Balancer: fmt::Debug + Send + Sync + 'static {
     /// endpoint key and never changes for the picker's lifetime; it may be
     /// empty.
     fn picker(&self, members: &[Member]) -> Box<dyn Picker>;
+
+    /// What the pool should measure for this balancer (latency decay,
+    /// default round trip, failure penalty, a pool-wide in-flight count).
+    /// The defaults suit balancers that read only in-flight counts.
+    fn load_tracking(&self) -> LoadTracking {
+        LoadTracking::default()
+    }
 }
 
 /// Chooses one endpoint for one request. Built by a [`Balancer`] for one
@@ -90,6 +97,9 @@ pub struct PickContext<'a> {
     pub headers: Option<&'a HeaderMap>,
     /// Endpoints this request should not go to, if any.
     pub avoid: Option<&'a Avoid>,
+    /// Requests in flight across the pool, filled in by the pool when the
+    /// balancer asked for it ([`LoadTracking::total_in_flight`]).
+    pub total_in_flight: Option<usize>,
 }
 
 impl<'a> PickContext<'a> {
@@ -100,6 +110,7 @@ impl<'a> PickContext<'a> {
             path: None,
             headers: None,
             avoid: None,
+            total_in_flight: None,
         }
     }
 
@@ -141,5 +152,9 @@ impl<B: Balancer + ?Sized> Balancer for std::sync::Arc<B> {
 
     fn picker(&self, members: &[Member]) -> Box<dyn Picker> {
         (**self).picker(members)
+    }
+
+    fn load_tracking(&self) -> LoadTracking {
+        (**self).load_tracking()
     }
 }

@@ -182,10 +182,16 @@ mod tests {
         let weights = [5, 1, 3, 2];
         let slots = schedule(&weights);
         for (i, w) in weights.iter().enumerate() {
-            assert_eq!(slots.iter().filter(|&&s| s as usize == i).count() as u64, *w);
+            assert_eq!(
+                slots.iter().filter(|&&s| s as usize == i).count() as u64,
+                *w
+            );
         }
         // No endpoint is picked twice in a row when that can be avoided.
-        let heavy_runs = slots.windows(3).filter(|w| w[0] == w[1] && w[1] == w[2]).count();
+        let heavy_runs = slots
+            .windows(3)
+            .filter(|w| w[0] == w[1] && w[1] == w[2])
+            .count();
         assert_eq!(heavy_runs, 0, "{slots:?}");
     }
 

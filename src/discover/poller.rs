@@ -93,7 +93,10 @@ where
 
 /// The one update that turns `known` into `fetched`: inserts when only
 /// additions or changes, removes when only removals, a replace when both.
-fn diff(known: &BTreeMap<String, Endpoint>, fetched: &BTreeMap<String, Endpoint>) -> Option<Update> {
+fn diff(
+    known: &BTreeMap<String, Endpoint>,
+    fetched: &BTreeMap<String, Endpoint>,
+) -> Option<Update> {
     let changed: Vec<Endpoint> = fetched
         .iter()
         .filter(|(k, e)| known.get(*k) != Some(e))
@@ -129,8 +132,12 @@ mod tests {
     fn diff_yields_the_smallest_update() {
         let a = map(&["h:1", "h:2"]);
         assert_eq!(diff(&a, &a), None);
-        assert!(matches!(diff(&a, &map(&["h:1", "h:2", "h:3"])), Some(Update::Insert(v)) if v.len() == 1));
+        assert!(
+            matches!(diff(&a, &map(&["h:1", "h:2", "h:3"])), Some(Update::Insert(v)) if v.len() == 1)
+        );
         assert!(matches!(diff(&a, &map(&["h:1"])), Some(Update::Remove(v)) if v.len() == 1));
-        assert!(matches!(diff(&a, &map(&["h:1", "h:3"])), Some(Update::Replace(v)) if v.len() == 2));
+        assert!(
+            matches!(diff(&a, &map(&["h:1", "h:3"])), Some(Update::Replace(v)) if v.len() == 2)
+        );
     }
 }

@@ -71,9 +71,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Balanced { inner } => inner.poll(cx),
-            StateProj::PassThrough { inner } => inner
-                .poll(cx)
-                .map_err(|e| Error::inner_from(None, None, e)),
+            StateProj::PassThrough { inner } => {
+                inner.poll(cx).map_err(|e| Error::inner_from(None, None, e))
+            }
             StateProj::Waiting { inner } => inner.as_mut().poll(cx),
             StateProj::Failed { error } => Poll::Ready(Err(error
                 .take()
@@ -85,7 +85,9 @@ where
 impl<F, R> fmt::Debug for ResponseFuture<F, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Balanced { inner } => return f.debug_tuple("ResponseFuture").field(inner).finish(),
+            State::Balanced { inner } => {
+                return f.debug_tuple("ResponseFuture").field(inner).finish();
+            }
             State::PassThrough { .. } => "pass-through",
             State::Waiting { .. } => "waiting for discovery",
             State::Failed { .. } => "failed",
@@ -161,7 +163,11 @@ where
             }
             Err(error) => {
                 picked.failure();
-                Err(Error::inner_from(Some(this.service.clone()), Some(endpoint), error))
+                Err(Error::inner_from(
+                    Some(this.service.clone()),
+                    Some(endpoint),
+                    error,
+                ))
             }
         })
     }

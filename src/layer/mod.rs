@@ -173,9 +173,7 @@ impl LoadBalanceBuilder {
     /// Fails with [`Error::Config`] when a service name is not a valid host
     /// name or appears twice.
     pub fn build(self) -> Result<LoadBalanceLayer, Error> {
-        let default_balancer = self
-            .balancer
-            .unwrap_or_else(|| Arc::new(RoundRobin::new()));
+        let default_balancer = self.balancer.unwrap_or_else(|| Arc::new(RoundRobin::new()));
         let mut router = Router::new(self.unknown_host);
         for spec in self.services {
             let pool = match spec {

@@ -70,10 +70,14 @@ where
         };
         let Some(pool) = pool else {
             return match (self.router.unknown_host, request.host()) {
-                (UnknownHost::PassThrough, _) => ResponseFuture::pass_through(self.inner.call(request)),
-                (UnknownHost::Reject, Some(host)) => ResponseFuture::failed(Error::UnknownService {
-                    service: host.to_string(),
-                }),
+                (UnknownHost::PassThrough, _) => {
+                    ResponseFuture::pass_through(self.inner.call(request))
+                }
+                (UnknownHost::Reject, Some(host)) => {
+                    ResponseFuture::failed(Error::UnknownService {
+                        service: host.to_string(),
+                    })
+                }
                 (UnknownHost::Reject, None) => ResponseFuture::failed(Error::MissingHost {
                     uri: request.target(),
                 }),

@@ -45,7 +45,11 @@ impl Backoff {
             .min(self.cap);
         let half = exp / 2;
         let nanos = half.as_nanos().min(u128::from(u64::MAX)) as u64;
-        half + Duration::from_nanos(if nanos == 0 { 0 } else { rng::next_u64() % nanos })
+        half + Duration::from_nanos(if nanos == 0 {
+            0
+        } else {
+            rng::next_u64() % nanos
+        })
     }
 }
 
@@ -93,14 +97,14 @@ impl Shared {
                 }
                 let mut next = BTreeMap::new();
                 for endpoint in endpoints {
-                    upsert(&mut next, members, endpoint);
+                    self.upsert(&mut next, members, endpoint);
                 }
                 *members = next;
             }
             Update::Insert(endpoints) => {
                 let previous = members.clone();
                 for endpoint in endpoints {
-                    upsert(members, &previous, endpoint);
+                    self.upsert(members, &previous, endpoint);
                 }
             }
             Update::Remove(endpoints) => {
@@ -139,7 +143,32 @@ impl Shared {
         self.ready.send_replace(true);
     }
 
-    fn record_error(&self, error: &(dyn std::error::Error + 'static), failures: u32, retry_in: Duration) {
+    /// Puts `endpoint` into `into`, keeping the live state it had in `from`
+    /// (same key) so in-flight counts and history survive the update.
+    fn upsert(
+        &self,
+        into: &mut BTreeMap<Box<str>, Member>,
+        from: &BTreeMap<Box<str>, Member>,
+        endpoint: Endpoint,
+    ) {
+        let state = from
+            .get(endpoint.key())
+            .map(|m| m.shared_state().clone())
+            .unwrap_or_else(|| {
+                Arc::new(EndpointState::new(
+                    self.tracking,
+                    self.total_in_flight.clone(),
+                ))
+            });
+        into.insert(endpoint.key().into(), Member::new(endpoint, state));
+    }
+
+    fn record_error(
+        &self,
+        error: &(dyn std::error::Error + 'static),
+        failures: u32,
+        retry_in: Duration,
+    ) {
         let message = error_chain(error);
         tracing::warn!(
             service = %self.service,
@@ -153,20 +182,6 @@ impl Shared {
         status.stale = true;
         status.last_error = Some(message);
     }
-}
-
-/// Puts `endpoint` into `into`, keeping the live state it had in `from`
-/// (same key) so in-flight counts and history survive the update.
-fn upsert(
-    into: &mut BTreeMap<Box<str>, Member>,
-    from: &BTreeMap<Box<str>, Member>,
-    endpoint: Endpoint,
-) {
-    let state = from
-        .get(endpoint.key())
-        .map(|m| m.shared_state().clone())
-        .unwrap_or_else(|| Arc::new(EndpointState::new()));
-    into.insert(endpoint.key().into(), Member::new(endpoint, state));
 }
 
 /// "outer: middle: inner", so a log line shows the root cause.

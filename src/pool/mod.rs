@@ -6,11 +6,12 @@
 //! pick reads the current snapshot without taking a lock.
 
 mod driver;
+mod load;
 mod member;
 mod picked;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -19,7 +20,8 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-pub use member::{EndpointState, Member};
+pub use load::{EndpointState, LoadTracking};
+pub use member::Member;
 pub use picked::Picked;
 
 use crate::balance::{Balancer, PickContext, Picker, RoundRobin};
@@ -65,6 +67,10 @@ pub struct PoolBuilder {
 pub(crate) struct Shared {
     service: Arc<str>,
     balancer: Arc<dyn Balancer>,
+    /// The balancer's wishes, fixed for the pool's life.
+    tracking: LoadTracking,
+    /// Requests in flight across the pool, when the balancer asked for it.
+    total_in_flight: Option<Arc<AtomicUsize>>,
     ready_timeout: Duration,
     allow_empty: bool,
     snapshot: ArcSwap<Snapshot>,
@@ -172,7 +178,18 @@ impl Pool {
         self.ensure_started();
         let snapshot = self.shared.snapshot.load();
         let members = &snapshot.members;
-        let Some(mut index) = snapshot.picker.pick(members, ctx).filter(|&i| i < members.len())
+        let ctx = &PickContext {
+            total_in_flight: self
+                .shared
+                .total_in_flight
+                .as_ref()
+                .map(|t| t.load(Ordering::Relaxed)),
+            ..*ctx
+        };
+        let Some(mut index) = snapshot
+            .picker
+            .pick(members, ctx)
+            .filter(|&i| i < members.len())
         else {
             return Err(if snapshot.ready {
                 self.no_endpoints()
@@ -199,7 +216,11 @@ impl Pool {
     /// The current endpoint set, sorted by key.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         let snapshot = self.shared.snapshot.load();
-        snapshot.members.iter().map(|m| m.endpoint().clone()).collect()
+        snapshot
+            .members
+            .iter()
+            .map(|m| m.endpoint().clone())
+            .collect()
     }
 
     /// The current members with their live state, sorted by key.
@@ -241,9 +262,14 @@ impl Pool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut slot = self.shared.driver.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self
+            .shared
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let DriverSlot::Waiting(..) = &*slot {
-            let DriverSlot::Waiting(source, backoff) = std::mem::replace(&mut *slot, DriverSlot::Taken)
+            let DriverSlot::Waiting(source, backoff) =
+                std::mem::replace(&mut *slot, DriverSlot::Taken)
             else {
                 unreachable!("checked just above");
             };
@@ -330,6 +356,7 @@ impl PoolBuilder {
     /// a tokio runtime, otherwise on first use inside one.
     pub fn build(self) -> Pool {
         let balancer = self.balancer.unwrap_or_else(|| Arc::new(RoundRobin::new()));
+        let tracking = balancer.load_tracking();
         let placeholder = Snapshot {
             picker: balancer.picker(&[]),
             members: Box::new([]),
@@ -339,6 +366,10 @@ impl PoolBuilder {
             shared: Arc::new(Shared {
                 service: self.service.into(),
                 balancer,
+                tracking,
+                total_in_flight: tracking
+                    .total_in_flight
+                    .then(|| Arc::new(AtomicUsize::new(0))),
                 ready_timeout: self.ready_timeout,
                 allow_empty: self.allow_empty,
                 snapshot: ArcSwap::from_pointee(placeholder),

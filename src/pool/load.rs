@@ -1,0 +1,246 @@
+//! The live load of one endpoint, kept across endpoint-set updates.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What a balancer needs the pool to measure about every endpoint.
+///
+/// A [`Balancer`](crate::balance::Balancer) returns one from
+/// [`load_tracking`](crate::balance::Balancer::load_tracking); the pool
+/// applies it to every endpoint it creates. The defaults suit every
+/// built-in balancer but Peak-EWMA and bounded-load hashing, which set
+/// their own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct LoadTracking {
+    /// How fast latency estimates forget: after this long an old sample
+    /// weighs `1/e` of a fresh one (default 10 s).
+    pub decay: Duration,
+    /// The round-trip estimate of an endpoint with no history (default
+    /// 30 ms, Finagle's and Linkerd's choice: pessimistic enough that a new
+    /// endpoint is not flooded before it has answered anything).
+    pub default_rtt: Duration,
+    /// The least round-trip a failure counts as (default 1 s): an endpoint
+    /// that fails fast (refused connection, instant 5xx) must look
+    /// expensive, not fast.
+    pub failure_penalty: Duration,
+    /// Keep a pool-wide count of requests in flight, for balancers that
+    /// compare an endpoint with the mean (default off: it is one more
+    /// shared counter touched by every request).
+    pub total_in_flight: bool,
+}
+
+impl Default for LoadTracking {
+    fn default() -> Self {
+        Self {
+            decay: Duration::from_secs(10),
+            default_rtt: Duration::from_millis(30),
+            failure_penalty: Duration::from_secs(1),
+            total_in_flight: false,
+        }
+    }
+}
+
+/// Load and outcome counters for one endpoint of one pool.
+///
+/// Shared by every snapshot in which the endpoint appears, so an update that
+/// keeps the endpoint keeps its in-flight count and history. All fields are
+/// atomics: requests update them without a lock.
+//
+// Aligned to cache lines so that two endpoints' counters, written by
+// different cores, never share one.
+#[repr(align(64))]
+pub struct EndpointState {
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    /// Average latency for stats, as `f64` ns bits; 0 = none yet.
+    latency: AtomicU64,
+    /// Peak-sensitive round-trip estimate for balancers, `f64` ns bits;
+    /// failures count as at least the penalty. 0 = none yet.
+    rtt: AtomicU64,
+    /// When the estimates were last updated, in ns since `epoch`.
+    stamp: AtomicU64,
+    epoch: Instant,
+    tracking: LoadTracking,
+    pool_in_flight: Option<Arc<AtomicUsize>>,
+}
+
+impl EndpointState {
+    pub(crate) fn new(tracking: LoadTracking, pool_in_flight: Option<Arc<AtomicUsize>>) -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            latency: AtomicU64::new(0),
+            rtt: AtomicU64::new(0),
+            stamp: AtomicU64::new(0),
+            epoch: Instant::now(),
+            tracking,
+            pool_in_flight,
+        }
+    }
+
+    /// Requests sent to this endpoint and not yet finished or dropped.
+    #[inline]
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests finished (successfully or not), not counting dropped ones.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Finished requests classified as failures.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// The time-decayed average latency, once a request has finished.
+    pub fn latency(&self) -> Option<Duration> {
+        let ns = f64::from_bits(self.latency.load(Ordering::Relaxed));
+        (ns > 0.0).then(|| Duration::from_nanos(ns as u64))
+    }
+
+    /// The peak-sensitive round-trip estimate in nanoseconds, decayed to
+    /// now: it jumps up at once with a slow answer (or a failure, which
+    /// counts as at least the failure penalty) and drifts down with fast
+    /// ones and with time, so an endpoint left alone is eventually tried
+    /// again. An endpoint with no history is estimated at the default.
+    #[inline]
+    pub fn rtt_estimate_nanos(&self) -> f64 {
+        let rtt = f64::from_bits(self.rtt.load(Ordering::Relaxed));
+        if rtt == 0.0 {
+            return self.tracking.default_rtt.as_nanos() as f64;
+        }
+        let idle = self
+            .now_nanos()
+            .saturating_sub(self.stamp.load(Ordering::Relaxed));
+        rtt * self.keep(idle)
+    }
+
+    #[inline]
+    pub(crate) fn start(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Some(total) = &self.pool_in_flight {
+            total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn finish(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(total) = &self.pool_in_flight {
+            total.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a finished request.
+    ///
+    /// Two racing updates may lose one sample; an estimate can afford that,
+    /// and a compare-and-swap loop on every response could not be afforded.
+    pub(crate) fn record(&self, latency: Duration, failed: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = self.now_nanos();
+        let keep = self.keep(now.saturating_sub(self.stamp.swap(now, Ordering::Relaxed)));
+        let sample = latency.as_nanos() as f64;
+
+        let average = f64::from_bits(self.latency.load(Ordering::Relaxed));
+        let average = if average == 0.0 {
+            sample
+        } else {
+            average * keep + sample * (1.0 - keep)
+        };
+        // Never store 0.0: it means "no sample yet".
+        self.latency
+            .store(average.max(1.0).to_bits(), Ordering::Relaxed);
+
+        let sample = if failed {
+            sample.max(self.tracking.failure_penalty.as_nanos() as f64)
+        } else {
+            sample
+        };
+        let rtt = f64::from_bits(self.rtt.load(Ordering::Relaxed));
+        // Peak-sensitive: a worse sample replaces the estimate outright, a
+        // better one only pulls it down by its weight in time.
+        let rtt = if rtt == 0.0 || sample > rtt {
+            sample
+        } else {
+            rtt * keep + sample * (1.0 - keep)
+        };
+        self.rtt.store(rtt.max(1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// The weight an estimate keeps after `elapsed_ns`: `e^(-elapsed/decay)`.
+    #[inline]
+    fn keep(&self, elapsed_ns: u64) -> f64 {
+        (-(elapsed_ns as f64) / self.tracking.decay.as_nanos().max(1) as f64).exp()
+    }
+
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+}
+
+impl fmt::Debug for EndpointState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointState")
+            .field("in_flight", &self.in_flight())
+            .field("requests", &self.requests())
+            .field("failures", &self.failures())
+            .field("latency", &self.latency())
+            .field("rtt_estimate_ms", &(self.rtt_estimate_nanos() / 1e6))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> EndpointState {
+        EndpointState::new(LoadTracking::default(), None)
+    }
+
+    #[test]
+    fn first_sample_sets_the_average() {
+        let s = state();
+        assert_eq!(s.latency(), None);
+        s.record(Duration::from_millis(10), false);
+        assert_eq!(s.latency(), Some(Duration::from_millis(10)));
+        assert_eq!((s.requests(), s.failures()), (1, 0));
+        s.record(Duration::from_millis(10), true);
+        assert_eq!((s.requests(), s.failures()), (2, 1));
+    }
+
+    #[test]
+    fn rtt_starts_at_the_default_and_fast_failures_look_expensive() {
+        let s = state();
+        assert_eq!(s.rtt_estimate_nanos(), 30e6);
+        s.record(Duration::from_micros(100), true);
+        assert!(s.rtt_estimate_nanos() > 0.9e9, "{}", s.rtt_estimate_nanos());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rtt_is_peak_sensitive_and_decays() {
+        let s = state();
+        s.record(Duration::from_millis(1), false);
+        s.record(Duration::from_millis(50), false);
+        assert!((s.rtt_estimate_nanos() - 50e6).abs() < 1e3);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let decayed = s.rtt_estimate_nanos();
+        assert!(
+            (decayed - 50e6 / std::f64::consts::E).abs() < 1e5,
+            "{decayed}"
+        );
+    }
+}
