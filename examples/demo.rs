@@ -54,7 +54,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "{:<24} {:>8} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8} {:>7}",
-        "balancer", "greet-1", "greet-2", "greet-3", "greet-4", "mean ms", "p50 ms", "p99 ms", "errors"
+        "balancer",
+        "greet-1",
+        "greet-2",
+        "greet-3",
+        "greet-4",
+        "mean ms",
+        "p50 ms",
+        "p99 ms",
+        "errors"
     );
     let balancers: Vec<Box<dyn Fn() -> LoadBalanceLayer>> = vec![
         layer_with(&endpoints, RoundRobin::new()),
@@ -68,7 +76,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     for make_layer in balancers {
         let layer = make_layer();
-        let name = layer.pool("greet").map(|p| p.balancer_name()).unwrap_or("?");
+        let name = layer
+            .pool("greet")
+            .map(|p| p.balancer_name())
+            .unwrap_or("?");
         let run = run(layer.clone()).await;
         let share = |instance: &str| run.by_instance.get(instance).copied().unwrap_or(0);
         println!(
@@ -102,7 +113,10 @@ fn layer_with<B: Balancer + Clone>(
     let endpoints = endpoints.to_vec();
     Box::new(move || {
         LoadBalanceLayer::builder()
-            .service("greet", Fixed::new(endpoints.clone()).expect("endpoints are valid"))
+            .service(
+                "greet",
+                Fixed::new(endpoints.clone()).expect("endpoints are valid"),
+            )
             .balancer(balancer.clone())
             .build()
             .expect("the configuration is valid")
