@@ -34,20 +34,29 @@
 //! ```
 
 mod avoid;
+mod hash;
 mod least_request;
+mod peak_ewma;
 mod random;
 pub(crate) mod rng;
 mod round_robin;
+mod weighted_least_request;
+mod weighted_random;
 mod weighted_round_robin;
 
 use std::fmt;
 
 use http::HeaderMap;
+use tokio::time::Instant;
 
 pub use avoid::Avoid;
+pub use hash::{BoundedLoad, ConsistentHash, HashKey, HashTable, KeyFn, hash_bytes};
 pub use least_request::{LeastRequest, LeastRequestMode};
+pub use peak_ewma::PeakEwma;
 pub use random::Random;
 pub use round_robin::RoundRobin;
+pub use weighted_least_request::WeightedLeastRequest;
+pub use weighted_random::WeightedRandom;
 pub use weighted_round_robin::WeightedRoundRobin;
 
 pub use crate::pool::{EndpointState, LoadTracking, Member};
@@ -100,6 +109,9 @@ pub struct PickContext<'a> {
     /// Requests in flight across the pool, filled in by the pool when the
     /// balancer asked for it ([`LoadTracking::total_in_flight`]).
     pub total_in_flight: Option<usize>,
+    /// The time of the pick, filled in by the pool so a picker comparing
+    /// time-decayed estimates reads the clock once.
+    pub now: Option<Instant>,
 }
 
 impl<'a> PickContext<'a> {
@@ -111,6 +123,7 @@ impl<'a> PickContext<'a> {
             headers: None,
             avoid: None,
             total_in_flight: None,
+            now: None,
         }
     }
 
@@ -158,3 +171,6 @@ impl<B: Balancer + ?Sized> Balancer for std::sync::Arc<B> {
         (**self).load_tracking()
     }
 }
+
+#[cfg(test)]
+mod tests;

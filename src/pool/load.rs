@@ -114,14 +114,39 @@ impl EndpointState {
     /// again. An endpoint with no history is estimated at the default.
     #[inline]
     pub fn rtt_estimate_nanos(&self) -> f64 {
+        self.rtt_estimate_at(Instant::now())
+    }
+
+    /// [`rtt_estimate_nanos`](Self::rtt_estimate_nanos) as of `now`, for a
+    /// picker that compares several endpoints against one clock reading.
+    #[inline]
+    pub fn rtt_estimate_at(&self, now: Instant) -> f64 {
         let rtt = f64::from_bits(self.rtt.load(Ordering::Relaxed));
         if rtt == 0.0 {
             return self.tracking.default_rtt.as_nanos() as f64;
         }
         let idle = self
-            .now_nanos()
+            .nanos_at(now)
             .saturating_sub(self.stamp.load(Ordering::Relaxed));
+        // A busy endpoint was updated a moment ago: skip the exponential
+        // (the error is under 0.1%) and keep the pick in nanoseconds.
+        if u128::from(idle) < self.tracking.decay.as_nanos() / 1024 {
+            return rtt;
+        }
         rtt * self.keep(idle)
+    }
+
+    /// True while a recent failure still dominates the round-trip estimate
+    /// (it is above half the failure penalty): the endpoint has most
+    /// likely been failing fast rather than answering slowly.
+    #[inline]
+    pub fn is_penalized_at(&self, now: Instant) -> bool {
+        self.rtt_estimate_at(now) * 2.0 >= self.tracking.failure_penalty.as_nanos() as f64
+    }
+
+    /// The tracking settings this state was created with.
+    pub fn tracking(&self) -> &LoadTracking {
+        &self.tracking
     }
 
     #[inline]
@@ -149,7 +174,7 @@ impl EndpointState {
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        let now = self.now_nanos();
+        let now = self.nanos_at(Instant::now());
         let keep = self.keep(now.saturating_sub(self.stamp.swap(now, Ordering::Relaxed)));
         let sample = latency.as_nanos() as f64;
 
@@ -186,8 +211,8 @@ impl EndpointState {
     }
 
     #[inline]
-    fn now_nanos(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+    fn nanos_at(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 }
 

@@ -178,7 +178,10 @@ impl Pool {
         self.ensure_started();
         let snapshot = self.shared.snapshot.load();
         let members = &snapshot.members;
+        // One clock reading per pick, for the picker and the latency timer.
+        let now = Instant::now();
         let ctx = &PickContext {
+            now: Some(now),
             total_in_flight: self
                 .shared
                 .total_in_flight
@@ -204,7 +207,7 @@ impl Pool {
         if ctx.avoids_any() && ctx.avoids(members[index].endpoint()) {
             index = avoiding(members, ctx, &*snapshot.picker).unwrap_or(index);
         }
-        Ok(Picked::new(members[index].clone()))
+        Ok(Picked::new(members[index].clone(), now))
     }
 
     fn no_endpoints(&self) -> Error {

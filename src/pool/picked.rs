@@ -34,11 +34,12 @@ pub struct Picked {
 }
 
 impl Picked {
-    pub(crate) fn new(member: Member) -> Self {
+    /// `now` is the pick's own clock reading, shared with the picker.
+    pub(crate) fn new(member: Member, now: Instant) -> Self {
         member.state().start();
         Self {
             member,
-            started: Instant::now(),
+            started: now,
         }
     }
 

@@ -1,0 +1,307 @@
+//! Consistent hashing: requests with the same key go to the same endpoint,
+//! and a change of endpoints moves as few keys as possible.
+
+mod hasher;
+mod maglev;
+mod ring;
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderName;
+
+pub use hasher::hash_bytes;
+
+use crate::balance::{Balancer, LeastRequest, LoadTracking, Member, PickContext, Picker};
+
+/// Where a request's hash key comes from.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum HashKey {
+    /// The value of this header (a request without it has no key).
+    Header(HeaderName),
+    /// The request's path.
+    Path,
+    /// Anything computed from the request; `None` means no key. Hash the
+    /// bytes with [`hash_bytes`] so keys spread evenly.
+    Custom(KeyFn),
+}
+
+/// A user function from a request to its hash key.
+pub type KeyFn = Arc<dyn Fn(&PickContext<'_>) -> Option<u64> + Send + Sync>;
+
+impl HashKey {
+    /// The value of header `name`.
+    pub fn header(name: HeaderName) -> Self {
+        HashKey::Header(name)
+    }
+
+    /// A key computed by `f` from the request.
+    ///
+    /// ```
+    /// use tower_lb::balance::{HashKey, hash_bytes};
+    ///
+    /// // The first path segment: /tenants/acme/orders -> "tenants"... or the tenant:
+    /// let by_tenant = HashKey::custom(|ctx| {
+    ///     let tenant = ctx.path?.split('/').nth(2)?;
+    ///     Some(hash_bytes(tenant.as_bytes()))
+    /// });
+    /// ```
+    pub fn custom(f: impl Fn(&PickContext<'_>) -> Option<u64> + Send + Sync + 'static) -> Self {
+        HashKey::Custom(Arc::new(f))
+    }
+
+    #[inline]
+    fn hash(&self, ctx: &PickContext<'_>) -> Option<u64> {
+        match self {
+            HashKey::Header(name) => ctx.headers?.get(name).map(|v| hash_bytes(v.as_bytes())),
+            HashKey::Path => ctx.path.map(|p| hash_bytes(p.as_bytes())),
+            HashKey::Custom(f) => f(ctx),
+        }
+    }
+}
+
+impl fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HashKey::Header(name) => f.debug_tuple("Header").field(name).finish(),
+            HashKey::Path => f.write_str("Path"),
+            HashKey::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+/// Which consistent-hash structure maps keys to endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HashTable {
+    /// A Maglev lookup table (the default): O(1) lookups, near-perfect
+    /// balance, minimal disruption.
+    Maglev,
+    /// A hash ring with this many points per unit of weight (Ketama uses
+    /// 160): O(log n) lookups.
+    Ring {
+        /// Points per unit of weight.
+        points_per_weight: u32,
+    },
+}
+
+/// No endpoint may carry more than `factor` times the mean load
+/// (Mirrokni et al., "Consistent Hashing with Bounded Loads"): a key whose
+/// endpoint is full goes to the next one in the table. Weights scale each
+/// endpoint's share of the bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoundedLoad {
+    factor: f64,
+}
+
+impl BoundedLoad {
+    /// The default factor, 1.25, as in the paper's evaluation and Envoy.
+    pub const DEFAULT_FACTOR: f64 = 1.25;
+
+    /// A bound of `factor` times the mean load. A factor below 1 could leave
+    /// no endpoint eligible and is raised to 1; a non-finite one is replaced
+    /// by the default.
+    pub fn new(factor: f64) -> Self {
+        let factor = if factor.is_finite() {
+            factor.max(1.0)
+        } else {
+            Self::DEFAULT_FACTOR
+        };
+        Self { factor }
+    }
+
+    /// The factor in use.
+    pub fn factor(&self) -> f64 {
+        self.factor
+    }
+}
+
+impl Default for BoundedLoad {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_FACTOR)
+    }
+}
+
+/// Consistent hashing on a key taken from the request.
+///
+/// Requests with the same key go to the same endpoint while it is there
+/// (cache affinity, sticky sessions); adding or removing one of `n`
+/// endpoints moves about `1/n` of the keys. A request without a key goes to
+/// the fallback balancer (default: [`LeastRequest`]).
+///
+/// ```
+/// use http::HeaderName;
+/// use tower_lb::balance::{BoundedLoad, ConsistentHash, HashKey, HashTable, RoundRobin};
+///
+/// // Maglev on the x-user-id header, no endpoint above 1.25x the mean load.
+/// let by_user = ConsistentHash::new(HashKey::header(HeaderName::from_static("x-user-id")))
+///     .bounded_load(BoundedLoad::default());
+///
+/// // A ring on the path, round robin for requests without one.
+/// let by_path = ConsistentHash::new(HashKey::Path)
+///     .table(HashTable::Ring { points_per_weight: 160 })
+///     .fallback(RoundRobin::new());
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConsistentHash {
+    key: HashKey,
+    table: HashTable,
+    bound: Option<BoundedLoad>,
+    fallback: Arc<dyn Balancer>,
+}
+
+impl ConsistentHash {
+    /// Maglev on `key`, unbounded, least request for keyless requests.
+    pub fn new(key: HashKey) -> Self {
+        Self {
+            key,
+            table: HashTable::Maglev,
+            bound: None,
+            fallback: Arc::new(LeastRequest::new()),
+        }
+    }
+
+    /// The structure that maps keys to endpoints (default Maglev).
+    pub fn table(mut self, table: HashTable) -> Self {
+        self.table = table;
+        self
+    }
+
+    /// Bounds every endpoint's load (default: unbounded).
+    pub fn bounded_load(mut self, bound: BoundedLoad) -> Self {
+        self.bound = Some(bound);
+        self
+    }
+
+    /// The balancer for requests without a key.
+    pub fn fallback(mut self, balancer: impl Balancer) -> Self {
+        self.fallback = Arc::new(balancer);
+        self
+    }
+}
+
+impl Balancer for ConsistentHash {
+    fn name(&self) -> &'static str {
+        match (self.table, self.bound.is_some()) {
+            (HashTable::Maglev, false) => "maglev",
+            (HashTable::Maglev, true) => "maglev_bounded",
+            (HashTable::Ring { .. }, false) => "ring_hash",
+            (HashTable::Ring { .. }, true) => "ring_hash_bounded",
+        }
+    }
+
+    fn picker(&self, members: &[Member]) -> Box<dyn Picker> {
+        let lookup = match self.table {
+            HashTable::Maglev => Lookup::Maglev(maglev::build(members)),
+            HashTable::Ring { points_per_weight } => {
+                Lookup::Ring(ring::build(members, points_per_weight))
+            }
+        };
+        Box::new(HashPicker {
+            key: self.key.clone(),
+            lookup,
+            bound: self.bound,
+            total_weight: members.iter().map(|m| u64::from(m.weight())).sum(),
+            fallback: self.fallback.picker(members),
+        })
+    }
+
+    fn load_tracking(&self) -> LoadTracking {
+        LoadTracking {
+            total_in_flight: self.bound.is_some(),
+            ..self.fallback.load_tracking()
+        }
+    }
+}
+
+enum Lookup {
+    Maglev(Box<[u32]>),
+    Ring(Box<[(u64, u32)]>),
+}
+
+impl Lookup {
+    fn len(&self) -> usize {
+        match self {
+            Lookup::Maglev(t) => t.len(),
+            Lookup::Ring(p) => p.len(),
+        }
+    }
+
+    /// Where `hash` lands.
+    #[inline]
+    fn start(&self, hash: u64) -> usize {
+        match self {
+            Lookup::Maglev(t) => (hash % t.len() as u64) as usize,
+            Lookup::Ring(p) => ring::position(p, hash),
+        }
+    }
+
+    /// The member owning the `step`-th position after `start`.
+    #[inline]
+    fn member_at(&self, start: usize, step: usize) -> usize {
+        let i = (start + step) % self.len();
+        match self {
+            Lookup::Maglev(t) => t[i] as usize,
+            Lookup::Ring(p) => p[i].1 as usize,
+        }
+    }
+}
+
+struct HashPicker {
+    key: HashKey,
+    lookup: Lookup,
+    bound: Option<BoundedLoad>,
+    total_weight: u64,
+    fallback: Box<dyn Picker>,
+}
+
+impl HashPicker {
+    /// The most requests `member` may carry with one more request in the
+    /// pool: `ceil(factor · (total + 1) · weight / total_weight)`.
+    fn capacity(&self, factor: f64, total: usize, member: &Member) -> usize {
+        let share = f64::from(member.weight()) / self.total_weight.max(1) as f64;
+        (factor * (total + 1) as f64 * share).ceil() as usize
+    }
+}
+
+impl Picker for HashPicker {
+    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+        if members.is_empty() || self.lookup.len() == 0 {
+            return None;
+        }
+        let Some(hash) = self.key.hash(ctx) else {
+            return self.fallback.pick(members, ctx);
+        };
+        let start = self.lookup.start(hash);
+        let home = self.lookup.member_at(start, 0);
+        if self.bound.is_none() && !ctx.avoids_any() {
+            return Some(home);
+        }
+        // Walk on from the key's position to the first eligible endpoint:
+        // the same walk for the same key, so overflow is consistent too.
+        let total = match ctx.total_in_flight {
+            Some(total) => total,
+            None => members.iter().map(|m| m.state().in_flight()).sum(),
+        };
+        let fits = |i: usize| {
+            self.bound.is_none_or(|b| {
+                members[i].state().in_flight() < self.capacity(b.factor, total, &members[i])
+            })
+        };
+        let mut first_allowed = None;
+        for step in 0..self.lookup.len() {
+            let i = self.lookup.member_at(start, step);
+            if ctx.avoids(members[i].endpoint()) {
+                continue;
+            }
+            if fits(i) {
+                return Some(i);
+            }
+            first_allowed.get_or_insert(i);
+        }
+        // Everything is avoided or full: the bound yields before the avoid
+        // set does, and the key's own endpoint is the last resort.
+        Some(first_allowed.unwrap_or(home))
+    }
+}

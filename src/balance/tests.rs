@@ -1,0 +1,409 @@
+//! Distribution and correctness properties of every balancer, checked on
+//! the pickers directly (no I/O): shares, interleaving, stability, bounds.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::balance::*;
+use crate::pool::EndpointState;
+use crate::{Endpoint, Pool};
+
+fn members(weights: &[u32]) -> Vec<Member> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            let endpoint = Endpoint::new(&format!("10.0.{}.{}:8080", i / 250, i % 250 + 1))
+                .unwrap()
+                .with_weight(w)
+                .unwrap();
+            Member::new(
+                endpoint,
+                Arc::new(EndpointState::new(LoadTracking::default(), None)),
+            )
+        })
+        .collect()
+}
+
+fn shares(balancer: &dyn Balancer, members: &[Member], picks: usize) -> Vec<f64> {
+    let picker = balancer.picker(members);
+    let ctx = PickContext::new("svc");
+    let mut counts = vec![0usize; members.len()];
+    for _ in 0..picks {
+        counts[picker.pick(members, &ctx).unwrap()] += 1;
+    }
+    counts.iter().map(|&c| c as f64 / picks as f64).collect()
+}
+
+/// Checks each share against its weight's within `tolerance` (relative).
+/// Random balancers also get five standard deviations of sampling noise,
+/// so a correct one fails about once in two million runs, not once in fifty.
+fn assert_weighted_within(balancer: &dyn Balancer, weights: &[u32], tolerance: f64) {
+    let members = members(weights);
+    let total: u32 = weights.iter().sum();
+    let picks = 100_000;
+    let seen = shares(balancer, &members, picks);
+    let random = !matches!(balancer.name(), "round_robin" | "weighted_round_robin");
+    for (i, &w) in weights.iter().enumerate() {
+        let expected = f64::from(w) / f64::from(total);
+        let noise = if random {
+            5.0 * (expected * (1.0 - expected) / picks as f64).sqrt()
+        } else {
+            0.0
+        };
+        assert!(
+            (seen[i] - expected).abs() <= tolerance * expected + noise,
+            "{}: endpoint {i} got {:.4}, weight share {expected:.4}",
+            balancer.name(),
+            seen[i]
+        );
+    }
+}
+
+#[test]
+fn weighted_balancers_follow_weights_within_two_percent() {
+    let weights = [1, 2, 3, 4, 10];
+    assert_weighted_within(&WeightedRoundRobin::new(), &weights, 0.02);
+    assert_weighted_within(&WeightedRandom::new(), &weights, 0.02);
+    // With nothing in flight, weighted least request draws by weight.
+    assert_weighted_within(&WeightedLeastRequest::new(), &weights, 0.02);
+}
+
+#[test]
+fn unweighted_balancers_spread_evenly() {
+    let weights = [1; 7];
+    assert_weighted_within(&RoundRobin::new(), &weights, 0.001);
+    assert_weighted_within(&Random::new(), &weights, 0.03);
+    assert_weighted_within(&LeastRequest::new(), &weights, 0.03);
+    assert_weighted_within(&PeakEwma::new(), &weights, 0.03);
+}
+
+/// Runs `picks` requests with `concurrency` in flight at once, all taking
+/// equally long (first in, first out), and returns each endpoint's share.
+fn shares_under_load(balancer: &dyn Balancer, members: &[Member], concurrency: usize) -> Vec<f64> {
+    let picker = balancer.picker(members);
+    let ctx = PickContext::new("svc");
+    let mut in_flight = VecDeque::new();
+    let mut counts = vec![0usize; members.len()];
+    let picks = 50_000;
+    for _ in 0..picks {
+        if in_flight.len() == concurrency {
+            let done: usize = in_flight.pop_front().unwrap();
+            members[done].state().finish();
+        }
+        let i = picker.pick(members, &ctx).unwrap();
+        members[i].state().start();
+        in_flight.push_back(i);
+        counts[i] += 1;
+    }
+    counts.iter().map(|&c| c as f64 / picks as f64).collect()
+}
+
+#[test]
+fn weighted_least_request_carries_load_in_proportion_to_weight() {
+    let members = members(&[2, 1, 1]);
+    let seen = shares_under_load(&WeightedLeastRequest::new(), &members, 32);
+    let ratio = seen[0] / ((seen[1] + seen[2]) / 2.0);
+    assert!(
+        (1.8..2.2).contains(&ratio),
+        "weight-2 carries {ratio:.2}x, shares {seen:?}"
+    );
+}
+
+#[test]
+fn two_choices_never_take_the_more_loaded() {
+    for balancer in [
+        &LeastRequest::new() as &dyn Balancer,
+        &PeakEwma::new(),
+        &WeightedLeastRequest::new(),
+    ] {
+        let members = members(&[1, 1, 1]);
+        for (i, load) in [0, 5, 10].into_iter().enumerate() {
+            for _ in 0..load {
+                members[i].state().start();
+            }
+        }
+        let seen = shares(balancer, &members, 30_000);
+        assert_eq!(
+            seen[2],
+            0.0,
+            "{}: the most loaded was picked: {seen:?}",
+            balancer.name()
+        );
+        if balancer.name() != "weighted_least_request" {
+            // The middle one wins only when drawn with the most loaded: 1 pair in 3.
+            assert!(
+                (seen[1] - 1.0 / 3.0).abs() < 0.02,
+                "{}: {seen:?}",
+                balancer.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn full_scan_takes_the_least_loaded() {
+    let members = members(&[1, 1, 1, 1]);
+    for (i, load) in [3, 1, 2, 4].into_iter().enumerate() {
+        for _ in 0..load {
+            members[i].state().start();
+        }
+    }
+    let seen = shares(
+        &LeastRequest::new().mode(LeastRequestMode::FullScan),
+        &members,
+        1000,
+    );
+    assert_eq!(seen[1], 1.0);
+}
+
+#[test]
+fn peak_ewma_shuns_fast_failures_and_slow_endpoints() {
+    let members = members(&[1, 1, 1]);
+    // 0 answers in 1 ms, 1 in 20 ms, 2 refuses in 0.1 ms.
+    for _ in 0..20 {
+        members[0]
+            .state()
+            .record(std::time::Duration::from_millis(1), false);
+        members[1]
+            .state()
+            .record(std::time::Duration::from_millis(20), false);
+        members[2]
+            .state()
+            .record(std::time::Duration::from_micros(100), true);
+    }
+    let seen = shares_under_load(&PeakEwma::new(), &members, 8);
+    assert!(seen[2] < 0.001, "{seen:?}");
+    assert!(seen[1] < 0.10, "{seen:?}");
+}
+
+fn keyed(key: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        HeaderName::from_static("x-key"),
+        HeaderValue::from_str(key).unwrap(),
+    );
+    headers
+}
+
+fn hashers() -> Vec<ConsistentHash> {
+    let key = HashKey::header(HeaderName::from_static("x-key"));
+    vec![
+        ConsistentHash::new(key.clone()),
+        ConsistentHash::new(key).table(HashTable::Ring {
+            points_per_weight: 160,
+        }),
+    ]
+}
+
+/// Where each of `keys` goes with `members`, by endpoint key.
+fn placement(balancer: &ConsistentHash, members: &[Member], keys: usize) -> Vec<String> {
+    let picker = balancer.picker(members);
+    (0..keys)
+        .map(|k| {
+            let headers = keyed(&format!("user-{k}"));
+            let ctx = PickContext::new("svc").with_headers(&headers);
+            members[picker.pick(members, &ctx).unwrap()]
+                .endpoint()
+                .key()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn consistent_hash_is_stable_balanced_and_minimally_disrupted() {
+    let n = 10;
+    let keys = 20_000;
+    for balancer in hashers() {
+        let all = members(&vec![1; n]);
+        let before = placement(&balancer, &all, keys);
+        assert_eq!(
+            before,
+            placement(&balancer, &all, keys),
+            "same keys, same endpoints"
+        );
+        for m in &all {
+            let share =
+                before.iter().filter(|k| *k == m.endpoint().key()).count() as f64 / keys as f64;
+            assert!(
+                (share - 0.1).abs() < 0.03,
+                "{}: share {share}",
+                balancer.name()
+            );
+        }
+
+        // Remove one: only its keys move, about 1/n of them.
+        let removed = all[3].endpoint().key().to_string();
+        let fewer: Vec<Member> = all
+            .iter()
+            .filter(|m| m.endpoint().key() != removed)
+            .cloned()
+            .collect();
+        let after = placement(&balancer, &fewer, keys);
+        let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+        let moved_elsewhere = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a && **b != removed)
+            .count();
+        let fraction = moved as f64 / keys as f64;
+        assert!(
+            (0.07..0.14).contains(&fraction),
+            "{}: {fraction} moved on removal",
+            balancer.name()
+        );
+        assert!(
+            moved_elsewhere as f64 / keys as f64 <= 0.01,
+            "{}: {moved_elsewhere} moved needlessly",
+            balancer.name()
+        );
+
+        // Add one: about 1/(n+1) move, all of them to the new endpoint.
+        let more = members(&vec![1; n + 1]);
+        let added = more[n].endpoint().key().to_string();
+        let after = placement(&balancer, &more, keys);
+        let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+        let fraction = moved as f64 / keys as f64;
+        assert!(
+            (0.06..0.13).contains(&fraction),
+            "{}: {fraction} moved on addition",
+            balancer.name()
+        );
+        let moved_not_to_new = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a && **a != added)
+            .count();
+        assert!(
+            moved_not_to_new as f64 / keys as f64 <= 0.01,
+            "{}",
+            balancer.name()
+        );
+    }
+}
+
+#[test]
+fn consistent_hash_honours_weights() {
+    let weights = [1, 3];
+    for balancer in hashers() {
+        let members = members(&weights);
+        let placed = placement(&balancer, &members, 40_000);
+        let heavy = placed
+            .iter()
+            .filter(|k| *k == members[1].endpoint().key())
+            .count() as f64
+            / 40_000.0;
+        assert!((heavy - 0.75).abs() < 0.03, "{}: {heavy}", balancer.name());
+    }
+}
+
+#[test]
+fn bounded_loads_are_never_exceeded() {
+    let key = HashKey::header(HeaderName::from_static("x-key"));
+    for table in [
+        HashTable::Maglev,
+        HashTable::Ring {
+            points_per_weight: 100,
+        },
+    ] {
+        let balancer = ConsistentHash::new(key.clone())
+            .table(table)
+            .bounded_load(BoundedLoad::new(1.25));
+        let members = members(&[1, 1, 1, 1, 2]);
+        let picker = balancer.picker(&members);
+        let total_weight = 6.0;
+        // One hot key and a few others, never completing: the worst case.
+        for request in 0..600 {
+            let key = if request % 4 == 0 {
+                format!("k{request}")
+            } else {
+                "hot".to_string()
+            };
+            let headers = keyed(&key);
+            let ctx = PickContext::new("svc").with_headers(&headers);
+            let total: usize = members.iter().map(|m| m.state().in_flight()).sum();
+            let i = picker.pick(&members, &ctx).unwrap();
+            let cap = (1.25 * (total + 1) as f64 * f64::from(members[i].weight()) / total_weight)
+                .ceil() as usize;
+            members[i].state().start();
+            assert!(
+                members[i].state().in_flight() <= cap,
+                "{table:?}: {} > {cap}",
+                members[i].state().in_flight()
+            );
+        }
+        // The hot key's endpoint is full, and the overflow went elsewhere.
+        assert!(
+            members.iter().all(|m| m.state().in_flight() > 0),
+            "{table:?}"
+        );
+    }
+}
+
+#[test]
+fn keyless_requests_use_the_fallback() {
+    let balancer = ConsistentHash::new(HashKey::Path).fallback(RoundRobin::new());
+    let members = members(&[1, 1, 1]);
+    let seen = shares(&balancer, &members, 3_000);
+    assert!(
+        seen.iter().all(|&s| (s - 1.0 / 3.0).abs() < 1e-9),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn every_balancer_avoids_tried_endpoints_until_nothing_else_is_left() {
+    let header = HashKey::header(HeaderName::from_static("x-key"));
+    let balancers: Vec<Box<dyn Balancer>> = vec![
+        Box::new(RoundRobin::new()),
+        Box::new(Random::new()),
+        Box::new(WeightedRoundRobin::new()),
+        Box::new(WeightedRandom::new()),
+        Box::new(LeastRequest::new()),
+        Box::new(LeastRequest::new().mode(LeastRequestMode::FullScan)),
+        Box::new(WeightedLeastRequest::new()),
+        Box::new(PeakEwma::new()),
+        Box::new(ConsistentHash::new(header.clone())),
+        Box::new(ConsistentHash::new(header).table(HashTable::Ring {
+            points_per_weight: 10,
+        })),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for balancer in balancers {
+        let name = balancer.name();
+        let endpoints = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"];
+        let pool = runtime.block_on(async {
+            let pool = Pool::builder("svc", crate::discover::Fixed::new(endpoints).unwrap())
+                .balancer(Arc::<dyn Balancer>::from(balancer))
+                .build();
+            pool.ready().await.unwrap();
+            pool
+        });
+        let mut avoid = Avoid::new();
+        avoid.insert(Endpoint::new(endpoints[0]).unwrap());
+        avoid.insert(Endpoint::new(endpoints[2]).unwrap());
+        for k in 0..200 {
+            let headers = keyed(&format!("user-{k}"));
+            let ctx = PickContext::new("svc")
+                .with_headers(&headers)
+                .with_avoid(&avoid);
+            let picked = pool.pick_with(&ctx).unwrap();
+            assert_eq!(picked.endpoint().key(), "http://10.0.0.2:80", "{name}");
+        }
+        avoid.insert(Endpoint::new(endpoints[1]).unwrap());
+        let headers = keyed("user-1");
+        let ctx = PickContext::new("svc")
+            .with_headers(&headers)
+            .with_avoid(&avoid);
+        assert!(
+            pool.pick_with(&ctx).is_ok(),
+            "{name}: all avoided must still pick"
+        );
+    }
+}
