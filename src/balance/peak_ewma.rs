@@ -97,7 +97,7 @@ impl Picker for PeakEwmaPicker {
         // stands aside for the next endpoint that is not, which keeps
         // fast-failing endpoints out of the comparison while they fail; they
         // rejoin as their penalty decays.
-        let a = stand_in(members, a, usize::MAX, now);
+        let a = stand_in(members, a, b, now);
         let b = stand_in(members, b, a, now);
         Some(if cost(&members[b], now) < cost(&members[a], now) {
             b
