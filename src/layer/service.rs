@@ -107,13 +107,16 @@ where
 /// Picks for `request`: its path and headers for hashing balancers, and the
 /// endpoints it should avoid (from its extensions) for retries.
 fn pick_for<Req: BalancedRequest>(pool: &Pool, request: &Req) -> Result<Picked, Error> {
-    let mut ctx = PickContext::new(pool.service())
+    let ctx = PickContext::new(pool.service())
         .with_path(request.path())
         .with_headers(request.headers());
-    if let Some(avoid) = request.extensions().and_then(|e| e.get::<Avoid>()) {
-        ctx = ctx.with_avoid(avoid);
+    match request.extensions().and_then(|e| e.get::<Avoid>()) {
+        Some(avoid) => pool.pick_with(&ctx.with_avoid(avoid)),
+        None => Avoid::with_current(|scoped| match scoped {
+            Some(avoid) => pool.pick_with(&ctx.with_avoid(avoid)),
+            None => pool.pick_with(&ctx),
+        }),
     }
-    pool.pick_with(&ctx)
 }
 
 impl<S: fmt::Debug> fmt::Debug for LoadBalance<S> {
