@@ -30,6 +30,9 @@ pub struct Poller<F> {
     interval: Duration,
     next_at: Option<Instant>,
     known: Option<BTreeMap<String, Endpoint>>,
+    /// The last fetch failed: the next good one must reach the pool even if
+    /// nothing changed, or the pool would go on reporting itself stale.
+    failed: bool,
 }
 
 impl<F, Fut, E> Poller<F>
@@ -45,6 +48,7 @@ where
             interval: interval.max(Duration::from_millis(1)),
             next_at: None,
             known: None,
+            failed: false,
         }
     }
 }
@@ -73,7 +77,14 @@ where
                 tokio::time::sleep_until(at).await;
             }
             self.next_at = Some(Instant::now() + self.interval);
-            let fetched = (self.fetch)().await.map_err(Into::into)?;
+            let fetched = match (self.fetch)().await {
+                Ok(fetched) => fetched,
+                Err(error) => {
+                    self.failed = true;
+                    return Err(error.into());
+                }
+            };
+            let recovered = std::mem::take(&mut self.failed);
             let fetched: BTreeMap<String, Endpoint> = fetched
                 .into_iter()
                 .map(|e| (e.key().to_string(), e))
@@ -86,6 +97,10 @@ where
             if let Some(update) = diff(known, &fetched) {
                 *known = fetched;
                 return Ok(update);
+            }
+            if recovered {
+                // Unchanged, but the pool must hear that the source is back.
+                return Ok(Update::Replace(fetched.into_values().collect()));
             }
         }
     }
@@ -107,6 +122,11 @@ fn diff(
         .filter(|(k, _)| !fetched.contains_key(*k))
         .map(|(_, e)| e.clone())
         .collect();
+    if fetched.is_empty() && !known.is_empty() {
+        // As a full (empty) replacement, so the pool's guard against being
+        // emptied by a registry glitch applies; removes would bypass it.
+        return Some(Update::Replace(Vec::new()));
+    }
     match (changed.is_empty(), removed.is_empty()) {
         (true, true) => None,
         (false, true) => Some(Update::Insert(changed)),
