@@ -141,3 +141,16 @@ impl Error {
         }
     }
 }
+
+/// "outer: middle: inner", so one log line or stats field shows the root
+/// cause of an error.
+pub(crate) fn chain_message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -52,6 +52,7 @@ pub mod classify;
 pub mod discover;
 mod endpoint;
 mod error;
+pub mod health;
 mod layer;
 mod pool;
 mod request;

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::health::HealthState;
 use crate::pool::Member;
 
 /// One pool at one moment. Serializes to JSON with `serde_json`.
@@ -14,6 +15,10 @@ pub struct PoolStats {
     pub balancer: &'static str,
     /// Whether discovery has produced a first endpoint set.
     pub ready: bool,
+    /// How many endpoints requests may go to now.
+    pub eligible: usize,
+    /// Too few endpoints are healthy: the pool balances over all of them.
+    pub panic: bool,
     /// The current endpoints with their load and counters, sorted by key.
     pub endpoints: Vec<EndpointStats>,
     /// Updates applied from the discovery source.
@@ -49,6 +54,16 @@ pub struct EndpointStats {
     pub failures: u64,
     /// Time-decayed average latency in milliseconds.
     pub latency_ms: Option<f64>,
+    /// In rotation, ejected, or failing health checks.
+    pub health: HealthState,
+    /// Seconds left of the current ejection.
+    pub ejected_for_secs: Option<f64>,
+    /// How many times it has been ejected (decays while it behaves).
+    pub times_ejected: u32,
+    /// Health checks failed in a row.
+    pub failed_checks: u32,
+    /// Why the last health check failed, while it is failing.
+    pub last_check_error: Option<String>,
 }
 
 impl EndpointStats {
@@ -62,6 +77,11 @@ impl EndpointStats {
             requests: state.requests(),
             failures: state.failures(),
             latency_ms: state.latency().map(|d| d.as_secs_f64() * 1e3),
+            health: HealthState::Healthy,
+            ejected_for_secs: None,
+            times_ejected: 0,
+            failed_checks: 0,
+            last_check_error: None,
         }
     }
 }

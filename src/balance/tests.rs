@@ -21,7 +21,7 @@ fn members(weights: &[u32]) -> Vec<Member> {
                 .unwrap();
             Member::new(
                 endpoint,
-                Arc::new(EndpointState::new(LoadTracking::default(), None)),
+                Arc::new(EndpointState::new(LoadTracking::default(), None, None)),
             )
         })
         .collect()

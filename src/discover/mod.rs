@@ -33,6 +33,12 @@
 //! }
 //! ```
 
+#[cfg(feature = "dns")]
+pub mod dns;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+#[cfg(feature = "file")]
+pub mod file;
 mod fixed;
 mod poller;
 mod push;
@@ -43,6 +49,13 @@ use std::pin::Pin;
 pub use fixed::Fixed;
 pub use poller::Poller;
 pub use push::{Push, PushError, PushHandle};
+
+#[cfg(feature = "dns")]
+pub use dns::Dns;
+#[cfg(feature = "etcd")]
+pub use etcd::Etcd;
+#[cfg(feature = "file")]
+pub use file::JsonFile;
 
 use crate::{BoxError, Endpoint};
 

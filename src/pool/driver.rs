@@ -1,16 +1,30 @@
 //! The background task of a pool: drives the discovery source, applies its
-//! updates to the member set and publishes snapshots.
+//! updates, keeps the health book and publishes snapshots.
+//!
+//! One task owns the member set and the health records, so no lock guards
+//! them; everything that changes them arrives as a message: updates from
+//! the source (pumped by a child task, so a slow source never delays an
+//! ejection), failure reports from requests, probe results, and the timer
+//! of the next ejection to end.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::Endpoint;
 use crate::balance::rng;
 use crate::discover::{BoxDiscover, Discover, Update};
+use crate::error::chain_message;
+use crate::health::{
+    Changes, HealthBook, HealthCheck, HealthEvent, OutlierDetection, PassiveMonitor,
+};
 use crate::pool::{EndpointState, Member, Shared, Snapshot};
+use crate::BoxError;
 
 /// Retry delays for a failing source: exponential, capped, with jitter.
 #[derive(Debug, Clone, Copy)]
@@ -53,35 +67,145 @@ impl Backoff {
     }
 }
 
-/// Runs until the pool is dropped (its last handle aborts this task) or,
-/// failing that, until the first update after the pool is gone.
-pub(crate) async fn drive(pool: Weak<Shared>, mut source: BoxDiscover, backoff: Backoff) {
+/// Everything the driver needs besides the pool itself.
+pub(crate) struct DriverConfig {
+    pub(crate) backoff: Backoff,
+    pub(crate) outlier: OutlierDetection,
+    pub(crate) check: Option<HealthCheck>,
+    pub(crate) panic_threshold: f64,
+}
+
+enum SourceEvent {
+    Update(Update),
+    Failed {
+        error: BoxError,
+        failures: u32,
+        retry_in: Duration,
+    },
+}
+
+/// Aborts a child task when the driver stops (or is aborted itself).
+struct Child(JoinHandle<()>);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs until the pool is dropped: its last handle aborts this task, and
+/// the child tasks go with it.
+pub(crate) async fn drive(pool: Weak<Shared>, source: BoxDiscover, config: DriverConfig) {
+    let (source_tx, mut source_rx) = mpsc::unbounded_channel();
+    let (health_tx, mut health_rx) = mpsc::unbounded_channel();
+    let _pump = Child(tokio::spawn(pump(source, config.backoff, source_tx)));
+    let members_changed = Arc::new(Notify::new());
+    let _prober = config.check.clone().map(|check| {
+        let weak = pool.clone();
+        let endpoints = move || weak.upgrade().map(|shared| shared.all_endpoints());
+        Child(tokio::spawn(crate::health::run_checks(
+            check,
+            endpoints,
+            members_changed.clone(),
+            health_tx.clone(),
+        )))
+    });
+    let Some(service) = pool.upgrade().map(|s| s.service.clone()) else {
+        return;
+    };
+    let mut book = HealthBook::new(service, config.outlier, config.check, config.panic_threshold);
     let mut members: BTreeMap<Box<str>, Member> = BTreeMap::new();
+    loop {
+        let expiry = book.next_expiry();
+        let next_ejection_ends = async {
+            match expiry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = source_rx.recv() => {
+                let Some(event) = event else { return };
+                let Some(shared) = pool.upgrade() else { return };
+                match event {
+                    SourceEvent::Update(update) => {
+                        if shared.apply(&mut members, update, &health_tx, book.outlier()) {
+                            book.track(members.keys().map(|k| &**k));
+                            shared.publish(&members, &book);
+                            members_changed.notify_one();
+                        }
+                    }
+                    SourceEvent::Failed { error, failures, retry_in } => {
+                        shared.record_error(&*error, failures, retry_in);
+                    }
+                }
+            }
+            event = health_rx.recv() => {
+                let Some(event) = event else { return };
+                let Some(shared) = pool.upgrade() else { return };
+                let changes = match event {
+                    HealthEvent::Failing { key, reason, at } => book.on_failing(&key, &reason, at),
+                    HealthEvent::Probe { key, result } => book.on_probe(&key, result),
+                };
+                shared.settle(&members, &book, changes);
+            }
+            () = next_ejection_ends => {
+                let Some(shared) = pool.upgrade() else { return };
+                let changes = book.expire(Instant::now());
+                shared.settle(&members, &book, changes);
+            }
+        }
+    }
+}
+
+/// Calls the source in a loop and forwards what it says; after an error,
+/// waits out the backoff before calling again.
+async fn pump(mut source: BoxDiscover, backoff: Backoff, events: UnboundedSender<SourceEvent>) {
     let mut failures = 0u32;
     loop {
-        let result = source.next_update().await;
-        let Some(shared) = pool.upgrade() else {
-            return;
-        };
-        match result {
+        match source.next_update().await {
             Ok(update) => {
                 failures = 0;
-                shared.apply(&mut members, update);
+                if events.send(SourceEvent::Update(update)).is_err() {
+                    return;
+                }
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                let delay = backoff.delay(failures);
-                shared.record_error(&*error, failures, delay);
-                drop(shared);
-                tokio::time::sleep(delay).await;
+                let retry_in = backoff.delay(failures);
+                let event = SourceEvent::Failed {
+                    error,
+                    failures,
+                    retry_in,
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+                tokio::time::sleep(retry_in).await;
             }
         }
     }
 }
 
 impl Shared {
-    fn apply(&self, members: &mut BTreeMap<Box<str>, Member>, update: Update) {
+    /// Applies a source update to `members`; false when it was refused.
+    fn apply(
+        &self,
+        members: &mut BTreeMap<Box<str>, Member>,
+        update: Update,
+        health: &UnboundedSender<HealthEvent>,
+        outlier: &OutlierDetection,
+    ) -> bool {
         let before = members.len();
+        // Slow start is for endpoints that join a running pool, not for the
+        // first set, where every endpoint would ramp together.
+        let ramp = self.slow_start.is_some() && self.status().updates > 0;
+        let factory = StateFactory {
+            shared: self,
+            health,
+            outlier,
+            ramp,
+        };
         match update {
             Update::Replace(endpoints) => {
                 if endpoints.is_empty() && !members.is_empty() && !self.allow_empty {
@@ -91,20 +215,19 @@ impl Shared {
                         "discovery replaced the endpoint set with an empty one; \
                          keeping the last good set (allow_empty is off)"
                     );
-                    let mut status = self.status();
-                    status.rejected_updates += 1;
-                    return;
+                    self.status().rejected_updates += 1;
+                    return false;
                 }
                 let mut next = BTreeMap::new();
                 for endpoint in endpoints {
-                    self.upsert(&mut next, members, endpoint);
+                    factory.upsert(&mut next, members, endpoint);
                 }
                 *members = next;
             }
             Update::Insert(endpoints) => {
                 let previous = members.clone();
                 for endpoint in endpoints {
-                    self.upsert(members, &previous, endpoint);
+                    factory.upsert(members, &previous, endpoint);
                 }
             }
             Update::Remove(endpoints) => {
@@ -113,63 +236,69 @@ impl Shared {
                 }
             }
         }
-        self.publish(members);
-        let was_ready = {
+        let first = {
             let mut status = self.status();
             status.updates += 1;
             status.last_update = Some(Instant::now());
             status.stale = false;
-            status.updates > 1
+            status.updates == 1
         };
-        tracing::debug!(
-            service = %self.service,
-            before,
-            after = members.len(),
-            "endpoint set updated"
-        );
-        if !was_ready {
+        tracing::debug!(service = %self.service, before, after = members.len(), "endpoint set updated");
+        if first {
             tracing::info!(service = %self.service, endpoints = members.len(), "pool ready");
+        }
+        true
+    }
+
+    /// Acts on health changes: returning endpoints start afresh (and ramp
+    /// up, with slow start); any change of eligibility is published.
+    fn settle(&self, members: &BTreeMap<Box<str>, Member>, book: &HealthBook, changes: Changes) {
+        for key in &changes.returned {
+            if let Some(member) = members.get(key) {
+                member.state().reset_failures();
+                if self.slow_start.is_some() {
+                    member.state().begin_ramp();
+                }
+            }
+        }
+        if changes.republish {
+            self.publish(members, book);
         }
     }
 
-    fn publish(&self, members: &BTreeMap<Box<str>, Member>) {
-        let members: Box<[Member]> = members.values().cloned().collect();
-        let picker = self.balancer.picker(&members);
+    /// Publishes the eligible members (all of them in panic) and a new
+    /// picker for them.
+    fn publish(&self, members: &BTreeMap<Box<str>, Member>, book: &HealthBook) {
+        let all: Box<[Member]> = members.values().cloned().collect();
+        let (eligible, panic) = book.eligible(&all);
+        let was_panic = self.snapshot.load().panic;
+        if panic != was_panic {
+            if panic {
+                tracing::warn!(
+                    service = %self.service,
+                    endpoints = all.len(),
+                    "too few endpoints are healthy: panic mode, balancing over all of them"
+                );
+            } else {
+                tracing::info!(service = %self.service, "enough endpoints are healthy again: panic mode over");
+            }
+        }
+        let health = all.iter().map(|m| book.view(m.endpoint().key())).collect();
+        let eligible: Box<[Member]> = eligible.into();
+        let picker = self.balancer.picker(&eligible);
         self.snapshot.store(Arc::new(Snapshot {
-            members,
+            members: eligible,
+            all,
+            health,
+            panic,
             picker,
             ready: true,
         }));
         self.ready.send_replace(true);
     }
 
-    /// Puts `endpoint` into `into`, keeping the live state it had in `from`
-    /// (same key) so in-flight counts and history survive the update.
-    fn upsert(
-        &self,
-        into: &mut BTreeMap<Box<str>, Member>,
-        from: &BTreeMap<Box<str>, Member>,
-        endpoint: Endpoint,
-    ) {
-        let state = from
-            .get(endpoint.key())
-            .map(|m| m.shared_state().clone())
-            .unwrap_or_else(|| {
-                Arc::new(EndpointState::new(
-                    self.tracking,
-                    self.total_in_flight.clone(),
-                ))
-            });
-        into.insert(endpoint.key().into(), Member::new(endpoint, state));
-    }
-
-    fn record_error(
-        &self,
-        error: &(dyn std::error::Error + 'static),
-        failures: u32,
-        retry_in: Duration,
-    ) {
-        let message = error_chain(error);
+    fn record_error(&self, error: &(dyn std::error::Error + 'static), failures: u32, retry_in: Duration) {
+        let message = chain_message(error);
         tracing::warn!(
             service = %self.service,
             error = %message,
@@ -182,18 +311,51 @@ impl Shared {
         status.stale = true;
         status.last_error = Some(message);
     }
+
+    fn all_endpoints(&self) -> Vec<Endpoint> {
+        self.snapshot.load().all.iter().map(|m| m.endpoint().clone()).collect()
+    }
 }
 
-/// "outer: middle: inner", so a log line shows the root cause.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
+/// Makes the live state of endpoints that join the pool.
+struct StateFactory<'a> {
+    shared: &'a Shared,
+    health: &'a UnboundedSender<HealthEvent>,
+    outlier: &'a OutlierDetection,
+    ramp: bool,
+}
+
+impl StateFactory<'_> {
+    /// Puts `endpoint` into `into`, keeping the live state it had in `from`
+    /// (same key) so in-flight counts and history survive the update.
+    fn upsert(
+        &self,
+        into: &mut BTreeMap<Box<str>, Member>,
+        from: &BTreeMap<Box<str>, Member>,
+        endpoint: Endpoint,
+    ) {
+        let state = match from.get(endpoint.key()) {
+            Some(member) => member.shared_state().clone(),
+            None => Arc::new(self.new_state(&endpoint)),
+        };
+        into.insert(endpoint.key().into(), Member::new(endpoint, state));
     }
-    message
+
+    fn new_state(&self, endpoint: &Endpoint) -> EndpointState {
+        let passive = self
+            .outlier
+            .enabled
+            .then(|| PassiveMonitor::new(*self.outlier, endpoint.key(), self.health.clone()));
+        let state = EndpointState::new(
+            self.shared.tracking,
+            self.shared.total_in_flight.clone(),
+            passive,
+        );
+        if self.ramp {
+            state.begin_ramp();
+        }
+        state
+    }
 }
 
 #[cfg(test)]

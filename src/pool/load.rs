@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::health::PassiveMonitor;
+
 /// What a balancer needs the pool to measure about every endpoint.
 ///
 /// A [`Balancer`](crate::balance::Balancer) returns one from
@@ -68,10 +70,18 @@ pub struct EndpointState {
     epoch: Instant,
     tracking: LoadTracking,
     pool_in_flight: Option<Arc<AtomicUsize>>,
+    /// Outlier detection's counters, when the pool ejects.
+    passive: Option<PassiveMonitor>,
+    /// Slow start: when the ramp began, in ns since `epoch` plus one; 0 = none.
+    ramp_from: AtomicU64,
 }
 
 impl EndpointState {
-    pub(crate) fn new(tracking: LoadTracking, pool_in_flight: Option<Arc<AtomicUsize>>) -> Self {
+    pub(crate) fn new(
+        tracking: LoadTracking,
+        pool_in_flight: Option<Arc<AtomicUsize>>,
+        passive: Option<PassiveMonitor>,
+    ) -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -82,6 +92,8 @@ impl EndpointState {
             epoch: Instant::now(),
             tracking,
             pool_in_flight,
+            passive,
+            ramp_from: AtomicU64::new(0),
         }
     }
 
@@ -175,6 +187,9 @@ impl EndpointState {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
         let now = self.nanos_at(Instant::now());
+        if let Some(passive) = &self.passive {
+            passive.record(failed, now);
+        }
         let keep = self.keep(now.saturating_sub(self.stamp.swap(now, Ordering::Relaxed)));
         let sample = latency.as_nanos() as f64;
 
@@ -202,6 +217,31 @@ impl EndpointState {
             rtt * keep + sample * (1.0 - keep)
         };
         self.rtt.store(rtt.max(1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Starts a slow-start ramp now.
+    pub(crate) fn begin_ramp(&self) {
+        let now = self.nanos_at(Instant::now());
+        self.ramp_from.store(now + 1, Ordering::Relaxed);
+    }
+
+    /// Forgets the failures outlier detection counted.
+    pub(crate) fn reset_failures(&self) {
+        if let Some(passive) = &self.passive {
+            passive.reset();
+        }
+    }
+
+    /// How far along its slow-start ramp the endpoint is at `now`, from 0
+    /// to 1 (1 when not ramping).
+    #[inline]
+    pub(crate) fn ramp_fraction(&self, now: Instant, window: Duration) -> f64 {
+        let from = self.ramp_from.load(Ordering::Relaxed);
+        if from == 0 {
+            return 1.0;
+        }
+        let elapsed = self.nanos_at(now).saturating_sub(from - 1);
+        (elapsed as f64 / window.as_nanos().max(1) as f64).min(1.0)
     }
 
     /// The weight an estimate keeps after `elapsed_ns`: `e^(-elapsed/decay)`.
@@ -233,7 +273,7 @@ mod tests {
     use super::*;
 
     fn state() -> EndpointState {
-        EndpointState::new(LoadTracking::default(), None)
+        EndpointState::new(LoadTracking::default(), None, None)
     }
 
     #[test]

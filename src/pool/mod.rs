@@ -24,7 +24,10 @@ pub use load::{EndpointState, LoadTracking};
 pub use member::Member;
 pub use picked::Picked;
 
-use crate::balance::{Balancer, PickContext, Picker, RoundRobin};
+use crate::balance::{Balancer, PickContext, Picker, RoundRobin, rng};
+use crate::health::{
+    DEFAULT_PANIC_THRESHOLD, HealthCheck, HealthView, OutlierDetection, remaining,
+};
 use crate::discover::{BoxDiscover, Discover};
 use crate::stats::{EndpointStats, PoolStats};
 use crate::{Endpoint, Error};
@@ -62,6 +65,10 @@ pub struct PoolBuilder {
     ready_timeout: Duration,
     allow_empty: bool,
     backoff: driver::Backoff,
+    outlier: OutlierDetection,
+    check: Option<HealthCheck>,
+    panic_threshold: f64,
+    slow_start: Option<Duration>,
 }
 
 pub(crate) struct Shared {
@@ -71,6 +78,8 @@ pub(crate) struct Shared {
     tracking: LoadTracking,
     /// Requests in flight across the pool, when the balancer asked for it.
     total_in_flight: Option<Arc<AtomicUsize>>,
+    /// The slow-start window, if new and returning endpoints ramp up.
+    slow_start: Option<Duration>,
     ready_timeout: Duration,
     allow_empty: bool,
     snapshot: ArcSwap<Snapshot>,
@@ -83,14 +92,21 @@ pub(crate) struct Shared {
 
 /// The source waits here until a tokio runtime is at hand to run it.
 enum DriverSlot {
-    Waiting(BoxDiscover, driver::Backoff),
+    Waiting(BoxDiscover, driver::DriverConfig),
     Running(AbortHandle),
     Taken,
 }
 
 /// One published endpoint set and the picker built for it.
 pub(crate) struct Snapshot {
+    /// The eligible members: what the picker picks from.
     members: Box<[Member]>,
+    /// Every member, eligible or not, sorted by key.
+    all: Box<[Member]>,
+    /// The health of each of `all`, in the same order.
+    health: Box<[HealthView]>,
+    /// Too few members are healthy: `members` is all of them.
+    panic: bool,
     picker: Box<dyn Picker>,
     /// False only for the placeholder before discovery's first answer.
     ready: bool,
@@ -118,6 +134,10 @@ impl Pool {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             allow_empty: false,
             backoff: driver::Backoff::default(),
+            outlier: OutlierDetection::default(),
+            check: None,
+            panic_threshold: DEFAULT_PANIC_THRESHOLD,
+            slow_start: None,
         }
     }
 
@@ -204,6 +224,9 @@ impl Pool {
                 }
             });
         };
+        if let Some(window) = self.shared.slow_start {
+            index = ramped(members, ctx, &*snapshot.picker, index, now, window);
+        }
         if ctx.avoids_any() && ctx.avoids(members[index].endpoint()) {
             index = avoiding(members, ctx, &*snapshot.picker).unwrap_or(index);
         }
@@ -216,31 +239,56 @@ impl Pool {
         }
     }
 
-    /// The current endpoint set, sorted by key.
+    /// Every endpoint discovery knows, eligible or not, sorted by key.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         let snapshot = self.shared.snapshot.load();
-        snapshot
-            .members
-            .iter()
-            .map(|m| m.endpoint().clone())
-            .collect()
+        snapshot.all.iter().map(|m| m.endpoint().clone()).collect()
     }
 
-    /// The current members with their live state, sorted by key.
+    /// The endpoints requests may go to now: not ejected, not failing
+    /// health checks (or all of them, in panic mode).
+    pub fn eligible_endpoints(&self) -> Vec<Endpoint> {
+        let snapshot = self.shared.snapshot.load();
+        snapshot.members.iter().map(|m| m.endpoint().clone()).collect()
+    }
+
+    /// Every member with its live state, sorted by key.
     pub fn members(&self) -> Vec<Member> {
-        self.shared.snapshot.load().members.to_vec()
+        self.shared.snapshot.load().all.to_vec()
     }
 
-    /// A serializable picture of the pool: endpoints, their load and
-    /// counters, and the discovery source's health.
+    /// True when too few endpoints are healthy and the pool balances over
+    /// all of them (see [`PoolBuilder::panic_threshold`]).
+    pub fn in_panic(&self) -> bool {
+        self.shared.snapshot.load().panic
+    }
+
+    /// A serializable picture of the pool: endpoints with their load,
+    /// counters and health, and the discovery source's health.
     pub fn stats(&self) -> PoolStats {
         let snapshot = self.shared.snapshot.load();
         let status = self.shared.status();
+        let endpoints = snapshot
+            .all
+            .iter()
+            .zip(snapshot.health.iter())
+            .map(|(member, health)| {
+                let mut stats = EndpointStats::of(member);
+                stats.health = health.state;
+                stats.ejected_for_secs = remaining(health.ejected_until).map(|d| d.as_secs_f64());
+                stats.times_ejected = health.times_ejected;
+                stats.failed_checks = health.failed_checks;
+                stats.last_check_error = health.last_check_error.clone();
+                stats
+            })
+            .collect();
         PoolStats {
             service: self.shared.service.to_string(),
             balancer: self.shared.balancer.name(),
             ready: snapshot.ready,
-            endpoints: snapshot.members.iter().map(EndpointStats::of).collect(),
+            eligible: snapshot.members.len(),
+            panic: snapshot.panic,
+            endpoints,
             discovery_updates: status.updates,
             discovery_rejected_updates: status.rejected_updates,
             discovery_errors: status.errors,
@@ -271,17 +319,39 @@ impl Pool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let DriverSlot::Waiting(..) = &*slot {
-            let DriverSlot::Waiting(source, backoff) =
+            let DriverSlot::Waiting(source, config) =
                 std::mem::replace(&mut *slot, DriverSlot::Taken)
             else {
                 unreachable!("checked just above");
             };
             let weak = Arc::downgrade(&self.shared);
-            let task = runtime.spawn(driver::drive(weak, source, backoff));
+            let task = runtime.spawn(driver::drive(weak, source, config));
             *slot = DriverSlot::Running(task.abort_handle());
             self.shared.started.store(true, Ordering::Release);
         }
     }
+}
+
+/// Slow start, for any balancer: an endpoint `f` of the way through its
+/// ramp keeps a pick with probability `f` (at least 10%, as Envoy's default
+/// minimum weight); otherwise the picker is asked once more.
+#[inline]
+fn ramped(
+    members: &[Member],
+    ctx: &PickContext<'_>,
+    picker: &dyn Picker,
+    index: usize,
+    now: Instant,
+    window: Duration,
+) -> usize {
+    let fraction = members[index].state().ramp_fraction(now, window).max(0.1);
+    if fraction >= 1.0 || (rng::next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= fraction {
+        return index;
+    }
+    picker
+        .pick(members, ctx)
+        .filter(|&i| i < members.len())
+        .unwrap_or(index)
 }
 
 /// The safety net behind every balancer for [`PickContext::avoid`]: ask
@@ -355,6 +425,39 @@ impl PoolBuilder {
         self
     }
 
+    /// Passive outlier detection: when to eject an endpoint on the strength
+    /// of the requests it fails (default: on, see [`OutlierDetection`]).
+    pub fn outlier_detection(mut self, outlier: OutlierDetection) -> Self {
+        self.outlier = outlier;
+        self
+    }
+
+    /// Active health checks (default: none).
+    pub fn health_check(mut self, check: HealthCheck) -> Self {
+        self.check = Some(check);
+        self
+    }
+
+    /// Below this share of eligible endpoints (0 to 1, default 0.5), the
+    /// pool balances over all of them rather than crushing the few that
+    /// remain; stats report the panic. 0 turns panic mode off.
+    pub fn panic_threshold(mut self, threshold: f64) -> Self {
+        self.panic_threshold = if threshold.is_finite() {
+            threshold.clamp(0.0, 1.0)
+        } else {
+            DEFAULT_PANIC_THRESHOLD
+        };
+        self
+    }
+
+    /// Ramps the traffic of an endpoint that joins the pool or returns to
+    /// rotation up over `window` (from 10% to its full share) instead of
+    /// giving it its full share at once (default: off; 30 s is typical).
+    pub fn slow_start(mut self, window: Duration) -> Self {
+        self.slow_start = (!window.is_zero()).then_some(window);
+        self
+    }
+
     /// Builds the pool. Its background task starts now when called inside
     /// a tokio runtime, otherwise on first use inside one.
     pub fn build(self) -> Pool {
@@ -363,6 +466,9 @@ impl PoolBuilder {
         let placeholder = Snapshot {
             picker: balancer.picker(&[]),
             members: Box::new([]),
+            all: Box::new([]),
+            health: Box::new([]),
+            panic: false,
             ready: false,
         };
         let pool = Pool {
@@ -379,7 +485,16 @@ impl PoolBuilder {
                 ready: watch::Sender::new(false),
                 status: Mutex::new(SourceStatus::default()),
                 started: AtomicBool::new(false),
-                driver: Mutex::new(DriverSlot::Waiting(self.source, self.backoff)),
+                slow_start: self.slow_start,
+                driver: Mutex::new(DriverSlot::Waiting(
+                    self.source,
+                    driver::DriverConfig {
+                        backoff: self.backoff,
+                        outlier: self.outlier,
+                        check: self.check,
+                        panic_threshold: self.panic_threshold,
+                    },
+                )),
             }),
         };
         pool.ensure_started();

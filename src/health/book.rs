@@ -1,0 +1,265 @@
+//! The pool driver's record of every endpoint's health, and the decisions
+//! that need the whole pool in view: the ejection cap, panic mode.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::health::{HealthCheck, OutlierDetection};
+use crate::pool::Member;
+
+/// Where an endpoint stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HealthState {
+    /// In rotation.
+    Healthy,
+    /// Out of rotation after failing requests, until its time is up.
+    Ejected,
+    /// Out of rotation after failing active health checks.
+    Unhealthy,
+}
+
+/// One endpoint's health as last published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HealthView {
+    pub(crate) state: HealthState,
+    pub(crate) ejected_until: Option<Instant>,
+    pub(crate) times_ejected: u32,
+    pub(crate) failed_checks: u32,
+    pub(crate) last_check_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Record {
+    ejected_until: Option<Instant>,
+    times_ejected: u32,
+    /// When the last ejection ended: the multiplier decays from then on.
+    returned_at: Option<Instant>,
+    checked_healthy: bool,
+    passes: u32,
+    failures: u32,
+    last_check_error: Option<String>,
+}
+
+/// What changed, for the driver to act on.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// The eligible set changed: publish a new snapshot.
+    pub(crate) republish: bool,
+    /// Endpoints back in rotation: reset their counters, ramp them up.
+    pub(crate) returned: Vec<Box<str>>,
+}
+
+pub(crate) struct HealthBook {
+    service: std::sync::Arc<str>,
+    outlier: OutlierDetection,
+    check: Option<HealthCheck>,
+    panic_threshold: f64,
+    records: HashMap<Box<str>, Record>,
+}
+
+impl HealthBook {
+    pub(crate) fn new(
+        service: std::sync::Arc<str>,
+        outlier: OutlierDetection,
+        check: Option<HealthCheck>,
+        panic_threshold: f64,
+    ) -> Self {
+        Self {
+            service,
+            outlier,
+            check,
+            panic_threshold,
+            records: HashMap::new(),
+        }
+    }
+
+    /// Keeps records for exactly `keys`; new endpoints start healthy, or
+    /// unhealthy until checked when the health check says so.
+    pub(crate) fn track<'a>(&mut self, keys: impl Iterator<Item = &'a str> + Clone) {
+        self.records.retain(|k, _| keys.clone().any(|key| key == &**k));
+        let start_healthy = !self.check.as_ref().is_some_and(|c| c.start_unhealthy);
+        for key in keys {
+            self.records.entry(key.into()).or_insert_with(|| Record {
+                ejected_until: None,
+                times_ejected: 0,
+                returned_at: None,
+                checked_healthy: start_healthy,
+                passes: 0,
+                failures: 0,
+                last_check_error: None,
+            });
+        }
+    }
+
+    /// Requests to `key` crossed a failure threshold: eject it, unless the
+    /// share of the pool already ejected forbids.
+    pub(crate) fn on_failing(&mut self, key: &str, reason: &str, now: Instant) -> Changes {
+        let total = self.records.len();
+        let ejected = self.records.values().filter(|r| r.ejected_until.is_some()).count();
+        let cap = total * usize::from(self.outlier.max_ejected_percent) / 100;
+        let outlier = self.outlier;
+        let Some(record) = self.records.get_mut(key) else {
+            return Changes::default();
+        };
+        if !outlier.enabled || record.ejected_until.is_some() {
+            return Changes::default();
+        }
+        if ejected >= cap {
+            tracing::warn!(
+                service = %self.service,
+                endpoint = key,
+                reason,
+                ejected,
+                cap,
+                "endpoint is failing but not ejected: the pool's ejection cap is reached"
+            );
+            return Changes::default();
+        }
+        // The multiplier decays by one for every base period spent back in
+        // rotation since the last ejection.
+        if let Some(returned) = record.returned_at {
+            let behaved = now.saturating_duration_since(returned);
+            let periods = behaved.as_nanos() / outlier.base_ejection_time.as_nanos().max(1);
+            record.times_ejected = record.times_ejected.saturating_sub(periods.min(u32::MAX as u128) as u32);
+        }
+        record.times_ejected += 1;
+        let duration = outlier.ejection_time(record.times_ejected);
+        record.ejected_until = Some(now + duration);
+        tracing::warn!(
+            service = %self.service,
+            endpoint = key,
+            reason,
+            times_ejected = record.times_ejected,
+            ejected_for_s = duration.as_secs_f64(),
+            "endpoint ejected"
+        );
+        Changes {
+            republish: true,
+            returned: Vec::new(),
+        }
+    }
+
+    /// One probe of `key` finished.
+    pub(crate) fn on_probe(&mut self, key: &str, result: Result<(), String>) -> Changes {
+        let Some(check) = &self.check else {
+            return Changes::default();
+        };
+        let Some(record) = self.records.get_mut(key) else {
+            return Changes::default();
+        };
+        let mut changes = Changes::default();
+        match result {
+            Ok(()) => {
+                record.passes += 1;
+                record.failures = 0;
+                record.last_check_error = None;
+                // A new endpoint waiting for its first check needs only one.
+                let needed = if record.times_ejected == 0 && record.passes == 1 && record.returned_at.is_none() {
+                    1
+                } else {
+                    check.healthy_threshold
+                };
+                if !record.checked_healthy && record.passes >= needed {
+                    record.checked_healthy = true;
+                    tracing::info!(service = %self.service, endpoint = key, "endpoint passed its health checks");
+                    changes.republish = true;
+                    changes.returned.push(key.into());
+                }
+            }
+            Err(error) => {
+                record.failures += 1;
+                record.passes = 0;
+                if record.checked_healthy && record.failures >= check.unhealthy_threshold {
+                    record.checked_healthy = false;
+                    tracing::warn!(
+                        service = %self.service,
+                        endpoint = key,
+                        error = %error,
+                        failed_checks = record.failures,
+                        "endpoint failed its health checks"
+                    );
+                    changes.republish = true;
+                }
+                record.last_check_error = Some(error);
+            }
+        }
+        changes
+    }
+
+    /// Ends the ejections that are due.
+    pub(crate) fn expire(&mut self, now: Instant) -> Changes {
+        let mut changes = Changes::default();
+        for (key, record) in &mut self.records {
+            if record.ejected_until.is_some_and(|until| until <= now) {
+                record.ejected_until = None;
+                record.returned_at = Some(now);
+                tracing::info!(service = %self.service, endpoint = &**key, "endpoint back from ejection");
+                changes.republish = true;
+                changes.returned.push(key.clone());
+            }
+        }
+        changes
+    }
+
+    /// When the next ejection ends.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.records.values().filter_map(|r| r.ejected_until).min()
+    }
+
+    /// The members requests may go to, and whether the pool is in panic:
+    /// when fewer than the panic threshold's share are eligible, all of
+    /// them are, rather than crushing the few that remain (Envoy's rule).
+    pub(crate) fn eligible(&self, all: &[Member]) -> (Vec<Member>, bool) {
+        let eligible: Vec<Member> = all
+            .iter()
+            .filter(|m| self.view(m.endpoint().key()).state == HealthState::Healthy)
+            .cloned()
+            .collect();
+        let panic = !all.is_empty() && (eligible.len() as f64) < self.panic_threshold * all.len() as f64;
+        if panic {
+            (all.to_vec(), true)
+        } else {
+            (eligible, false)
+        }
+    }
+
+    pub(crate) fn view(&self, key: &str) -> HealthView {
+        let Some(record) = self.records.get(key) else {
+            return HealthView {
+                state: HealthState::Healthy,
+                ejected_until: None,
+                times_ejected: 0,
+                failed_checks: 0,
+                last_check_error: None,
+            };
+        };
+        let state = if record.ejected_until.is_some() {
+            HealthState::Ejected
+        } else if !record.checked_healthy {
+            HealthState::Unhealthy
+        } else {
+            HealthState::Healthy
+        };
+        HealthView {
+            state,
+            ejected_until: record.ejected_until,
+            times_ejected: record.times_ejected,
+            failed_checks: record.failures,
+            last_check_error: record.last_check_error.clone(),
+        }
+    }
+
+    pub(crate) fn outlier(&self) -> &OutlierDetection {
+        &self.outlier
+    }
+}
+
+/// How long until `until`, for stats.
+pub(crate) fn remaining(until: Option<Instant>) -> Option<Duration> {
+    until.map(|u| u.saturating_duration_since(Instant::now()))
+}

@@ -1,0 +1,211 @@
+//! Passive outlier detection: every finished request is evidence.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+
+use crate::health::HealthEvent;
+
+/// When to take an endpoint out of rotation on the strength of the requests
+/// it fails, and for how long.
+///
+/// On by default for every pool: an endpoint that fails 5 requests in a row
+/// (refused or reset connections, 5xx answers; a 4xx is the caller's fault)
+/// is ejected for 30 s, then 60 s the next time, up to 300 s; the count of
+/// past ejections decays while the endpoint behaves. At most half a pool is
+/// ejected at once, so a wide failure cannot empty it.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_lb::health::OutlierDetection;
+///
+/// let strict = OutlierDetection::new()
+///     .consecutive_failures(3)
+///     .failure_rate(0.5, 20, Duration::from_secs(10))
+///     .base_ejection_time(Duration::from_secs(10))
+///     .max_ejection_time(Duration::from_secs(120))
+///     .max_ejected_percent(34);
+/// let off = OutlierDetection::disabled();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlierDetection {
+    pub(crate) enabled: bool,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) failure_rate: Option<FailureRate>,
+    pub(crate) base_ejection_time: Duration,
+    pub(crate) max_ejection_time: Duration,
+    pub(crate) max_ejected_percent: u8,
+}
+
+/// Ejection on a failure rate: at least `threshold` of at least
+/// `min_requests` requests in one window failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct FailureRate {
+    pub(crate) threshold: f64,
+    pub(crate) min_requests: u32,
+    pub(crate) window: Duration,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive_failures: 5,
+            failure_rate: None,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+impl OutlierDetection {
+    /// The defaults: 5 consecutive failures, 30 s base, 300 s cap, 50%.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// No passive ejection at all.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// Eject after this many failures in a row (default 5; at least 1).
+    pub fn consecutive_failures(mut self, n: u32) -> Self {
+        self.consecutive_failures = n.max(1);
+        self
+    }
+
+    /// Also eject when at least `threshold` (0 to 1) of at least
+    /// `min_requests` requests in a `window` failed. Off by default.
+    pub fn failure_rate(mut self, threshold: f64, min_requests: u32, window: Duration) -> Self {
+        let threshold = if threshold.is_finite() { threshold.clamp(0.0, 1.0) } else { 1.0 };
+        self.failure_rate = Some(FailureRate {
+            threshold,
+            min_requests: min_requests.max(1),
+            window: window.max(Duration::from_millis(1)),
+        });
+        self
+    }
+
+    /// The first ejection's length; the n-th lasts n times as long
+    /// (default 30 s).
+    pub fn base_ejection_time(mut self, time: Duration) -> Self {
+        self.base_ejection_time = time;
+        self
+    }
+
+    /// The longest an ejection lasts (default 300 s).
+    pub fn max_ejection_time(mut self, time: Duration) -> Self {
+        self.max_ejection_time = time;
+        self
+    }
+
+    /// The largest share of a pool ejected at once, in percent (default
+    /// 50; at most 100). With 50, a pool of 3 ejects at most 1.
+    pub fn max_ejected_percent(mut self, percent: u8) -> Self {
+        self.max_ejected_percent = percent.min(100);
+        self
+    }
+
+    /// How long the `times`-th ejection lasts.
+    pub(crate) fn ejection_time(&self, times: u32) -> Duration {
+        self.base_ejection_time
+            .saturating_mul(times.max(1))
+            .min(self.max_ejection_time.max(self.base_ejection_time))
+    }
+}
+
+/// The request path's half of outlier detection, inside each endpoint's
+/// state: counts failures with atomics and, when a threshold is crossed,
+/// tells the pool's driver, which decides (the share cap needs the whole
+/// pool's view).
+#[derive(Debug)]
+pub(crate) struct PassiveMonitor {
+    config: OutlierDetection,
+    key: Box<str>,
+    events: UnboundedSender<HealthEvent>,
+    consecutive: AtomicU32,
+    window_start: AtomicU64,
+    window_requests: AtomicU32,
+    window_failures: AtomicU32,
+}
+
+impl PassiveMonitor {
+    pub(crate) fn new(config: OutlierDetection, key: &str, events: UnboundedSender<HealthEvent>) -> Self {
+        Self {
+            config,
+            key: key.into(),
+            events,
+            consecutive: AtomicU32::new(0),
+            window_start: AtomicU64::new(0),
+            window_requests: AtomicU32::new(0),
+            window_failures: AtomicU32::new(0),
+        }
+    }
+
+    /// Records one outcome; `now_ns` is the state's own clock.
+    pub(crate) fn record(&self, failed: bool, now_ns: u64) {
+        if failed {
+            let run = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+            // Exactly at the threshold, so one run of failures sends one event.
+            if run == self.config.consecutive_failures {
+                self.report(format!("{run} consecutive failures"));
+            }
+        } else {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+        if let Some(rate) = self.config.failure_rate {
+            self.record_rate(&rate, failed, now_ns);
+        }
+    }
+
+    fn record_rate(&self, rate: &FailureRate, failed: bool, now_ns: u64) {
+        let start = self.window_start.load(Ordering::Relaxed);
+        if now_ns.saturating_sub(start) >= rate.window.as_nanos() as u64 {
+            // A new window; a racing reset loses a sample or two, harmlessly.
+            self.window_start.store(now_ns, Ordering::Relaxed);
+            self.window_requests.store(0, Ordering::Relaxed);
+            self.window_failures.store(0, Ordering::Relaxed);
+        }
+        let requests = self.window_requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let failures = if failed {
+            self.window_failures.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.window_failures.load(Ordering::Relaxed)
+        };
+        if failed
+            && requests >= rate.min_requests
+            && f64::from(failures) >= rate.threshold * f64::from(requests)
+        {
+            self.report(format!(
+                "{failures} of {requests} requests failed in the last {:?}",
+                rate.window
+            ));
+            // Start over, so one bad window sends one event.
+            self.window_requests.store(0, Ordering::Relaxed);
+            self.window_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets past failures: the endpoint was just ejected or came back.
+    pub(crate) fn reset(&self) {
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.window_requests.store(0, Ordering::Relaxed);
+        self.window_failures.store(0, Ordering::Relaxed);
+    }
+
+    fn report(&self, reason: String) {
+        // The driver may be gone (pool dropped); nothing to do then.
+        let _ = self.events.send(HealthEvent::Failing {
+            key: self.key.clone(),
+            reason,
+            at: Instant::now(),
+        });
+    }
+}
