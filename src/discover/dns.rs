@@ -121,7 +121,7 @@ pub enum DnsError {
         record_type: &'static str,
         /// The resolver's error.
         #[source]
-        source: NetError,
+        source: Box<NetError>,
     },
     /// SRV records were found but none could be used (see the warnings
     /// logged for each record).
@@ -340,7 +340,7 @@ fn lookup_error(name: &Name, record_type: &'static str, source: NetError) -> Dns
         DnsError::Lookup {
             name: name.to_string(),
             record_type,
-            source,
+            source: Box::new(source),
         }
     }
 }
