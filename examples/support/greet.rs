@@ -47,6 +47,10 @@ struct Shared {
     delay_nanos: AtomicU64,
     /// Forced response status (0 = normal routing).
     status: AtomicU16,
+    /// Forced status of `/health` alone (0 = as the other routes).
+    health_status: AtomicU16,
+    /// Requests to `/health`, so tests can tell probes from user traffic.
+    health_hits: AtomicU64,
 }
 
 /// A cheap, cloneable handle to a running [`GreetServer`]'s live controls,
@@ -87,6 +91,19 @@ impl GreetControl {
             .store(status.unwrap_or(0), Ordering::Relaxed);
     }
 
+    /// Force `/health` alone to answer `status` (e.g. `Some(500)`), so active
+    /// health checks fail while user requests still succeed; `None` undoes it.
+    pub fn set_health_status(&self, status: Option<u16>) {
+        self.shared
+            .health_status
+            .store(status.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Requests to `/health` so far (included in `hits`).
+    pub fn health_hits(&self) -> u64 {
+        self.shared.health_hits.load(Ordering::Relaxed)
+    }
+
     /// Currently forced status, if any.
     pub fn status(&self) -> Option<u16> {
         match self.shared.status.load(Ordering::Relaxed) {
@@ -123,6 +140,8 @@ impl GreetServer {
             hits: AtomicU64::new(0),
             delay_nanos: AtomicU64::new(0),
             status: AtomicU16::new(0),
+            health_status: AtomicU16::new(0),
+            health_hits: AtomicU64::new(0),
         });
         let (shutdown, shutdown_rx) = oneshot::channel();
         let task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
@@ -169,6 +188,16 @@ impl GreetServer {
     /// normal routing. A code that is not a valid HTTP status answers `500`.
     pub fn set_status(&self, status: Option<u16>) {
         self.control.set_status(status);
+    }
+
+    /// Force `/health` alone to answer `status`; see [`GreetControl::set_health_status`].
+    pub fn set_health_status(&self, status: Option<u16>) {
+        self.control.set_health_status(status);
+    }
+
+    /// Requests to `/health` so far (included in `hits`).
+    pub fn health_hits(&self) -> u64 {
+        self.control.health_hits()
     }
 
     /// A cloneable handle to the live controls, to move into other tasks.
@@ -253,7 +282,16 @@ async fn handle(
         tokio::time::sleep(Duration::from_nanos(delay)).await;
     }
 
-    let mut response = match shared.status.load(Ordering::Relaxed) {
+    let health = req.uri().path() == "/health";
+    if health {
+        shared.health_hits.fetch_add(1, Ordering::Relaxed);
+    }
+    let forced = match shared.health_status.load(Ordering::Relaxed) {
+        0 => shared.status.load(Ordering::Relaxed),
+        health_status if health => health_status,
+        _ => shared.status.load(Ordering::Relaxed),
+    };
+    let mut response = match forced {
         0 => route(&req),
         forced => {
             let status = StatusCode::from_u16(forced).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
