@@ -81,7 +81,8 @@ impl HealthBook {
     /// Keeps records for exactly `keys`; new endpoints start healthy, or
     /// unhealthy until checked when the health check says so.
     pub(crate) fn track<'a>(&mut self, keys: impl Iterator<Item = &'a str> + Clone) {
-        self.records.retain(|k, _| keys.clone().any(|key| key == &**k));
+        self.records
+            .retain(|k, _| keys.clone().any(|key| key == &**k));
         let start_healthy = !self.check.as_ref().is_some_and(|c| c.start_unhealthy);
         for key in keys {
             self.records.entry(key.into()).or_insert_with(|| Record {
@@ -100,7 +101,11 @@ impl HealthBook {
     /// share of the pool already ejected forbids.
     pub(crate) fn on_failing(&mut self, key: &str, reason: &str, now: Instant) -> Changes {
         let total = self.records.len();
-        let ejected = self.records.values().filter(|r| r.ejected_until.is_some()).count();
+        let ejected = self
+            .records
+            .values()
+            .filter(|r| r.ejected_until.is_some())
+            .count();
         let cap = total * usize::from(self.outlier.max_ejected_percent) / 100;
         let outlier = self.outlier;
         let Some(record) = self.records.get_mut(key) else {
@@ -125,7 +130,9 @@ impl HealthBook {
         if let Some(returned) = record.returned_at {
             let behaved = now.saturating_duration_since(returned);
             let periods = behaved.as_nanos() / outlier.base_ejection_time.as_nanos().max(1);
-            record.times_ejected = record.times_ejected.saturating_sub(periods.min(u32::MAX as u128) as u32);
+            record.times_ejected = record
+                .times_ejected
+                .saturating_sub(periods.min(u32::MAX as u128) as u32);
         }
         record.times_ejected += 1;
         let duration = outlier.ejection_time(record.times_ejected);
@@ -159,7 +166,10 @@ impl HealthBook {
                 record.failures = 0;
                 record.last_check_error = None;
                 // A new endpoint waiting for its first check needs only one.
-                let needed = if record.times_ejected == 0 && record.passes == 1 && record.returned_at.is_none() {
+                let needed = if record.times_ejected == 0
+                    && record.passes == 1
+                    && record.returned_at.is_none()
+                {
                     1
                 } else {
                     check.healthy_threshold
@@ -220,7 +230,8 @@ impl HealthBook {
             .filter(|m| self.view(m.endpoint().key()).state == HealthState::Healthy)
             .cloned()
             .collect();
-        let panic = !all.is_empty() && (eligible.len() as f64) < self.panic_threshold * all.len() as f64;
+        let panic =
+            !all.is_empty() && (eligible.len() as f64) < self.panic_threshold * all.len() as f64;
         if panic {
             (all.to_vec(), true)
         } else {

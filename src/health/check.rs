@@ -151,14 +151,26 @@ impl HealthCheck {
     }
 
     /// Probes `endpoint` once; the error says why it failed.
-    pub(crate) async fn probe(&self, endpoint: &Endpoint, default_client: &ProbeClient) -> Result<(), String> {
+    pub(crate) async fn probe(
+        &self,
+        endpoint: &Endpoint,
+        default_client: &ProbeClient,
+    ) -> Result<(), String> {
         let run = async {
             match &self.probe {
                 #[cfg(feature = "reqwest")]
-                Probe::Http { path, expected, client } => {
+                Probe::Http {
+                    path,
+                    expected,
+                    client,
+                } => {
                     let client = client.as_ref().unwrap_or(&default_client.0);
                     let url = format!("{}://{}{}", endpoint.scheme(), endpoint.authority(), path);
-                    let response = client.get(&url).send().await.map_err(|e| chain_message(&e))?;
+                    let response = client
+                        .get(&url)
+                        .send()
+                        .await
+                        .map_err(|e| chain_message(&e))?;
                     let status = response.status().as_u16();
                     if expected.contains(&status) {
                         Ok(())
@@ -166,7 +178,9 @@ impl HealthCheck {
                         Err(format!("GET {path} answered {status}"))
                     }
                 }
-                Probe::Custom(check) => check(endpoint.clone()).await.map_err(|e| chain_message(&*e)),
+                Probe::Custom(check) => check(endpoint.clone())
+                    .await
+                    .map_err(|e| chain_message(&*e)),
             }
         };
         match tokio::time::timeout(self.timeout, run).await {

@@ -84,7 +84,11 @@ impl OutlierDetection {
     /// Also eject when at least `threshold` (0 to 1) of at least
     /// `min_requests` requests in a `window` failed. Off by default.
     pub fn failure_rate(mut self, threshold: f64, min_requests: u32, window: Duration) -> Self {
-        let threshold = if threshold.is_finite() { threshold.clamp(0.0, 1.0) } else { 1.0 };
+        let threshold = if threshold.is_finite() {
+            threshold.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
         self.failure_rate = Some(FailureRate {
             threshold,
             min_requests: min_requests.max(1),
@@ -137,7 +141,11 @@ pub(crate) struct PassiveMonitor {
 }
 
 impl PassiveMonitor {
-    pub(crate) fn new(config: OutlierDetection, key: &str, events: UnboundedSender<HealthEvent>) -> Self {
+    pub(crate) fn new(
+        config: OutlierDetection,
+        key: &str,
+        events: UnboundedSender<HealthEvent>,
+    ) -> Self {
         Self {
             config,
             key: key.into(),

@@ -35,7 +35,9 @@ pub(crate) async fn run(
             });
         }
         while let Some(done) = probes.join_next().await {
-            let Ok((endpoint, result)) = done else { continue };
+            let Ok((endpoint, result)) = done else {
+                continue;
+            };
             let event = HealthEvent::Probe {
                 key: endpoint.key().into(),
                 result,

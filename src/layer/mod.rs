@@ -63,6 +63,7 @@ impl LoadBalanceLayer {
     pub fn builder() -> LoadBalanceBuilder {
         LoadBalanceBuilder {
             services: Vec::new(),
+            configure: None,
             balancer: None,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             unknown_host: UnknownHost::default(),
@@ -104,13 +105,16 @@ impl fmt::Debug for LoadBalanceLayer {
 /// Configures a [`LoadBalanceLayer`]. Made by [`LoadBalanceLayer::builder`].
 pub struct LoadBalanceBuilder {
     services: Vec<ServiceSpec>,
+    configure: Option<ConfigurePool>,
     balancer: Option<Arc<dyn Balancer>>,
     ready_timeout: Duration,
     unknown_host: UnknownHost,
 }
 
+type ConfigurePool = Box<dyn Fn(PoolBuilder) -> PoolBuilder + Send + Sync>;
+
 enum ServiceSpec {
-    Source(String, PoolBuilder),
+    Source(String, Box<PoolBuilder>),
     Built(Pool),
 }
 
@@ -120,7 +124,7 @@ impl LoadBalanceBuilder {
     pub fn service(mut self, name: impl Into<String>, source: impl Discover) -> Self {
         let name = name.into();
         let pool = Pool::builder(name.clone(), source);
-        self.services.push(ServiceSpec::Source(name, pool));
+        self.services.push(ServiceSpec::Source(name, Box::new(pool)));
         self
     }
 
@@ -160,6 +164,35 @@ impl LoadBalanceBuilder {
         self
     }
 
+    /// Applies `configure` to the pool of every service added with
+    /// [`service`](Self::service): health checks, outlier detection, slow
+    /// start, anything [`PoolBuilder`] offers. It runs last, so it may also
+    /// override the builder-wide balancer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_lb::{LoadBalanceLayer, discover::Fixed};
+    /// use tower_lb::health::{HealthCheck, OutlierDetection};
+    ///
+    /// let layer = LoadBalanceLayer::builder()
+    ///     .service("greet", Fixed::new(["127.0.0.1:5001", "127.0.0.1:5002"])?)
+    ///     .service("users", Fixed::new(["127.0.0.1:6001", "127.0.0.1:6002"])?)
+    ///     .configure_pools(|pool| {
+    ///         pool.health_check(HealthCheck::http("/health"))
+    ///             .outlier_detection(OutlierDetection::new().consecutive_failures(3))
+    ///             .slow_start(Duration::from_secs(30))
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn configure_pools(
+        mut self,
+        configure: impl Fn(PoolBuilder) -> PoolBuilder + Send + Sync + 'static,
+    ) -> Self {
+        self.configure = Some(Box::new(configure));
+        self
+    }
+
     /// What to do with a request whose host is not a configured service
     /// (default: [`UnknownHost::Reject`]).
     pub fn unknown_host(mut self, policy: UnknownHost) -> Self {
@@ -180,12 +213,14 @@ impl LoadBalanceBuilder {
                 ServiceSpec::Built(pool) => pool,
                 ServiceSpec::Source(name, builder) => {
                     router::validate_name(&name)?;
-                    let builder = if builder.has_balancer() {
-                        builder
-                    } else {
-                        builder.balancer_arc(default_balancer.clone())
-                    };
-                    builder.ready_timeout(self.ready_timeout).build()
+                    let mut builder = (*builder).ready_timeout(self.ready_timeout);
+                    if !builder.has_balancer() {
+                        builder = builder.balancer_arc(default_balancer.clone());
+                    }
+                    if let Some(configure) = &self.configure {
+                        builder = configure(builder);
+                    }
+                    builder.build()
                 }
             };
             router.insert(pool)?;

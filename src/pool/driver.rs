@@ -16,6 +16,7 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::BoxError;
 use crate::Endpoint;
 use crate::balance::rng;
 use crate::discover::{BoxDiscover, Discover, Update};
@@ -24,7 +25,6 @@ use crate::health::{
     Changes, HealthBook, HealthCheck, HealthEvent, OutlierDetection, PassiveMonitor,
 };
 use crate::pool::{EndpointState, Member, Shared, Snapshot};
-use crate::BoxError;
 
 /// Retry delays for a failing source: exponential, capped, with jitter.
 #[derive(Debug, Clone, Copy)]
@@ -113,7 +113,12 @@ pub(crate) async fn drive(pool: Weak<Shared>, source: BoxDiscover, config: Drive
     let Some(service) = pool.upgrade().map(|s| s.service.clone()) else {
         return;
     };
-    let mut book = HealthBook::new(service, config.outlier, config.check, config.panic_threshold);
+    let mut book = HealthBook::new(
+        service,
+        config.outlier,
+        config.check,
+        config.panic_threshold,
+    );
     let mut members: BTreeMap<Box<str>, Member> = BTreeMap::new();
     loop {
         let expiry = book.next_expiry();
@@ -297,7 +302,12 @@ impl Shared {
         self.ready.send_replace(true);
     }
 
-    fn record_error(&self, error: &(dyn std::error::Error + 'static), failures: u32, retry_in: Duration) {
+    fn record_error(
+        &self,
+        error: &(dyn std::error::Error + 'static),
+        failures: u32,
+        retry_in: Duration,
+    ) {
         let message = chain_message(error);
         tracing::warn!(
             service = %self.service,
@@ -313,7 +323,12 @@ impl Shared {
     }
 
     fn all_endpoints(&self) -> Vec<Endpoint> {
-        self.snapshot.load().all.iter().map(|m| m.endpoint().clone()).collect()
+        self.snapshot
+            .load()
+            .all
+            .iter()
+            .map(|m| m.endpoint().clone())
+            .collect()
     }
 }
 

@@ -25,10 +25,10 @@ pub use member::Member;
 pub use picked::Picked;
 
 use crate::balance::{Balancer, PickContext, Picker, RoundRobin, rng};
+use crate::discover::{BoxDiscover, Discover};
 use crate::health::{
     DEFAULT_PANIC_THRESHOLD, HealthCheck, HealthView, OutlierDetection, remaining,
 };
-use crate::discover::{BoxDiscover, Discover};
 use crate::stats::{EndpointStats, PoolStats};
 use crate::{Endpoint, Error};
 
@@ -92,7 +92,7 @@ pub(crate) struct Shared {
 
 /// The source waits here until a tokio runtime is at hand to run it.
 enum DriverSlot {
-    Waiting(BoxDiscover, driver::DriverConfig),
+    Waiting(BoxDiscover, Box<driver::DriverConfig>),
     Running(AbortHandle),
     Taken,
 }
@@ -249,7 +249,11 @@ impl Pool {
     /// health checks (or all of them, in panic mode).
     pub fn eligible_endpoints(&self) -> Vec<Endpoint> {
         let snapshot = self.shared.snapshot.load();
-        snapshot.members.iter().map(|m| m.endpoint().clone()).collect()
+        snapshot
+            .members
+            .iter()
+            .map(|m| m.endpoint().clone())
+            .collect()
     }
 
     /// Every member with its live state, sorted by key.
@@ -325,7 +329,7 @@ impl Pool {
                 unreachable!("checked just above");
             };
             let weak = Arc::downgrade(&self.shared);
-            let task = runtime.spawn(driver::drive(weak, source, config));
+            let task = runtime.spawn(driver::drive(weak, source, *config));
             *slot = DriverSlot::Running(task.abort_handle());
             self.shared.started.store(true, Ordering::Release);
         }
@@ -488,12 +492,12 @@ impl PoolBuilder {
                 slow_start: self.slow_start,
                 driver: Mutex::new(DriverSlot::Waiting(
                     self.source,
-                    driver::DriverConfig {
+                    Box::new(driver::DriverConfig {
                         backoff: self.backoff,
                         outlier: self.outlier,
                         check: self.check,
                         panic_threshold: self.panic_threshold,
-                    },
+                    }),
                 )),
             }),
         };
