@@ -124,7 +124,8 @@ impl LoadBalanceBuilder {
     pub fn service(mut self, name: impl Into<String>, source: impl Discover) -> Self {
         let name = name.into();
         let pool = Pool::builder(name.clone(), source);
-        self.services.push(ServiceSpec::Source(name, Box::new(pool)));
+        self.services
+            .push(ServiceSpec::Source(name, Box::new(pool)));
         self
     }
 
