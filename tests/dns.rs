@@ -50,6 +50,7 @@ fn weights(pool: &Pool) -> Vec<(u16, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_records_are_balanced_and_a_change_is_seen_after_the_ttl() {
+    support::logs();
     // Three instances on three loopback addresses, one port: what a name
     // with several A records looks like.
     let a = instance("a", "127.0.0.1", 0).await;
@@ -91,6 +92,7 @@ async fn a_records_are_balanced_and_a_change_is_seen_after_the_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_records_give_ports_and_weights_and_only_the_best_priority() {
+    support::logs();
     let a = instance("a", "127.0.0.1", 0).await;
     let b = instance("b", "127.0.0.1", 0).await;
     let c = instance("c", "127.0.0.1", 0).await;
@@ -155,6 +157,7 @@ async fn srv_records_give_ports_and_weights_and_only_the_best_priority() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_name_keeps_the_last_good_set_and_shows_stale() {
+    support::logs();
     let a = instance("a", "127.0.0.1", 0).await;
     let Some(dns) = Dnsmasq::start(&[]) else {
         return;
@@ -189,6 +192,7 @@ async fn a_vanished_name_keeps_the_last_good_set_and_shows_stale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_name_fails_readiness_naming_it() {
+    support::logs();
     let Some(dns) = Dnsmasq::start(&[]) else {
         return;
     };

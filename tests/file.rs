@@ -44,6 +44,7 @@ fn list(servers: &[&GreetServer]) -> String {
 
 #[tokio::test]
 async fn edits_are_picked_up_and_traffic_follows() {
+    support::logs();
     let dir = TempDir::new("file-edit");
     let path = dir.path().join("greet.json");
     let a = GreetServer::start("a").await.unwrap();
@@ -84,6 +85,7 @@ async fn edits_are_picked_up_and_traffic_follows() {
 
 #[tokio::test]
 async fn a_half_written_file_is_ignored_until_complete() {
+    support::logs();
     let dir = TempDir::new("file-half");
     let path = dir.path().join("greet.json");
     let a = GreetServer::start("a").await.unwrap();
@@ -130,6 +132,7 @@ async fn a_half_written_file_is_ignored_until_complete() {
 
 #[tokio::test]
 async fn bad_entries_are_skipped_and_an_empty_list_never_empties_the_pool() {
+    support::logs();
     let dir = TempDir::new("file-bad");
     let path = dir.path().join("greet.json");
     let a = GreetServer::start("a").await.unwrap();
@@ -177,6 +180,7 @@ async fn bad_entries_are_skipped_and_an_empty_list_never_empties_the_pool() {
 
 #[tokio::test]
 async fn a_missing_file_fails_readiness_with_its_path_then_recovers() {
+    support::logs();
     let dir = TempDir::new("file-missing");
     let path = dir.path().join("later.json");
     let a = GreetServer::start("a").await.unwrap();

@@ -38,6 +38,17 @@ pub fn reqwest_client() -> reqwest::Client {
         .expect("build a reqwest client")
 }
 
+/// Sends the crate's logs (`RUST_LOG`, default `tower_lb=debug`) to the
+/// test's captured output, shown when a test fails.
+pub fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "tower_lb=debug".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// True when running in CI (`CI=true`), where nothing may be skipped.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
@@ -351,7 +362,15 @@ impl EtcdServer {
         }
     }
 
-    /// Starts etcd again on the same ports and data.
+    /// Kills etcd (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill();
+        }
+    }
+
+    /// Starts etcd again on the same ports and data (stopping it first
+    /// if it runs).
     pub fn restart(&mut self) {
         self.stop();
         for _ in 0..50 {
@@ -392,7 +411,7 @@ impl EtcdServer {
 
     /// The store's current revision.
     pub fn revision(&self) -> i64 {
-        let out = self.etcdctl(&["get", "--write-out=json", "--count-only", "x"]);
+        let out = self.etcdctl(&["get", "--write-out=json", "tower-lb-no-such-key"]);
         let json: serde_json::Value = serde_json::from_str(&out).expect("etcdctl JSON");
         json["header"]["revision"]
             .as_i64()
@@ -438,8 +457,7 @@ fn http_get_contains(port: u16, path: &str, needle: &str) -> bool {
 
 /// Runs a function of this test binary in a child process: the test named
 /// `test_name` (an `#[ignore]`d helper) with `env` set, and waits for it to
-/// print a line starting with `READY `; returns the process and the rest of
-/// that line.
+/// print `READY ` and a value; returns the process and that value.
 pub fn spawn_helper(test_name: &str, env: &[(&str, String)]) -> (Proc, String) {
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut command = Command::new(exe);
@@ -464,8 +482,9 @@ pub fn spawn_helper(test_name: &str, env: &[(&str, String)]) -> (Proc, String) {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix("READY ") {
-                let _ = tx.send(rest.to_string());
+            // The harness may have written "test name ... " on the same line.
+            if let Some(at) = line.find("READY ") {
+                let _ = tx.send(line[at + "READY ".len()..].trim().to_string());
             }
         }
     });

@@ -148,6 +148,11 @@ impl EtcdConfig {
                 }
             };
             match sent {
+                // A gateway that cannot reach its own etcd (stopping, cut
+                // off) answers 502-504: another member may do better.
+                Ok(response) if is_unavailable(response.status()) && i + 1 < n => {
+                    last_error = Some(Failure::Unavailable(response.status()));
+                }
                 Ok(response) => {
                     self.current.store(index, Ordering::Relaxed);
                     return check_status(path, response).await;
@@ -293,9 +298,14 @@ impl fmt::Debug for EtcdConfig {
     }
 }
 
+fn is_unavailable(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 502..=504)
+}
+
 enum Failure {
     Http(reqwest::Error),
     Timeout(Duration),
+    Unavailable(http::StatusCode),
 }
 
 impl fmt::Display for Failure {
@@ -312,6 +322,7 @@ impl fmt::Display for Failure {
                 Ok(())
             }
             Failure::Timeout(t) => write!(f, "no answer within {t:?}"),
+            Failure::Unavailable(status) => write!(f, "answered {status}"),
         }
     }
 }
