@@ -113,6 +113,10 @@ impl EtcdConfig {
         self
     }
 
+    pub(crate) fn timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// The configured endpoints, normalized to `scheme://host:port`.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints

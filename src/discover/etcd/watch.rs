@@ -146,7 +146,10 @@ impl Etcd {
                         .map_err(|e| self.fail(e))?;
                     // The first message says whether the watch exists; a
                     // compacted start revision cancels it right away.
-                    let first = stream.next_line().await.map_err(|e| self.ended(e))?;
+                    let first = tokio::time::timeout(self.config.timeout(), stream.next_line())
+                        .await
+                        .unwrap_or(Err(StreamEnd::Idle(self.config.timeout())))
+                        .map_err(|e| self.ended(e))?;
                     if let Some(error) = first.error {
                         return Err(self.fail(EtcdError::WatchFailed {
                             reason: error.message,
