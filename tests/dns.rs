@@ -91,6 +91,31 @@ async fn a_records_are_balanced_and_a_change_is_seen_after_the_ttl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aaaa_and_a_records_are_used_together() {
+    support::logs();
+    let v4 = instance("v4", "127.0.0.1", 0).await;
+    let port = v4.addr().port();
+    let v6 = instance("v6", "::1", port).await;
+    let Some(dns) = Dnsmasq::start(&[]) else {
+        return;
+    };
+    dns.set_hosts(&[("127.0.0.1", "dual.test"), ("::1", "dual.test")]);
+
+    let source = Dns::host("dual.test.", port)
+        .unwrap()
+        .name_servers([dns.addr()]);
+    let (pool, client) = client(source);
+    bounded("the pool is ready", pool.ready()).await.unwrap();
+    wait_until("both address families are discovered", WAIT, || {
+        keys(&pool) == key_set(&[v4.addr(), v6.addr()])
+    })
+    .await;
+    assert!(keys(&pool).contains(&format!("http://[::1]:{port}")));
+    let counts = greet_n(&client, "greet", 10).await;
+    assert_eq!((counts["v4"], counts["v6"]), (5, 5), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_records_give_ports_and_weights_and_only_the_best_priority() {
     support::logs();
     let a = instance("a", "127.0.0.1", 0).await;
