@@ -7,7 +7,12 @@
 //! - [`Fixed`]: a list that never changes;
 //! - [`Push`] / [`PushHandle`]: updates pushed from any task;
 //! - [`Poller`]: any async function called on an interval, its results
-//!   diffed into updates.
+//!   diffed into updates;
+//! - `Dns` (feature `dns`): A/AAAA or SRV records, re-resolved on TTL;
+//! - `etcd::Etcd` (feature `etcd`): a watched key prefix in etcd v3, and
+//!   `etcd::Registration` to register this instance under a lease;
+//! - `JsonFile` (feature `file`): a JSON file of endpoints, re-read when it
+//!   changes.
 //!
 //! Writing your own for a registry takes a dozen lines:
 //!
