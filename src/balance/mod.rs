@@ -47,7 +47,6 @@ mod weighted_round_robin;
 use std::fmt;
 
 use http::HeaderMap;
-use tokio::time::Instant;
 
 pub use avoid::Avoid;
 pub use hash::{BoundedLoad, ConsistentHash, HashKey, HashTable, KeyFn, hash_bytes};
@@ -109,9 +108,6 @@ pub struct PickContext<'a> {
     /// Requests in flight across the pool, filled in by the pool when the
     /// balancer asked for it ([`LoadTracking::total_in_flight`]).
     pub total_in_flight: Option<usize>,
-    /// The time of the pick, filled in by the pool so a picker comparing
-    /// time-decayed estimates reads the clock once.
-    pub now: Option<Instant>,
 }
 
 impl<'a> PickContext<'a> {
@@ -123,7 +119,6 @@ impl<'a> PickContext<'a> {
             headers: None,
             avoid: None,
             total_in_flight: None,
-            now: None,
         }
     }
 

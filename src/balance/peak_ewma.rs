@@ -84,12 +84,12 @@ const MAX_SKIP: usize = 8;
 
 impl Picker for PeakEwmaPicker {
     #[inline]
-    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
         let n = members.len();
         if n < 2 {
             return (n == 1).then_some(0);
         }
-        let now = ctx.now.unwrap_or_else(Instant::now);
+        let now = Instant::now();
         let (a, b) = rng::two_distinct(n);
         // Plain P2C compares two endpoints; when both are bad (one slow, one
         // refusing connections) the slow one wins: in a pool of three, one

@@ -166,13 +166,13 @@ fn peak_ewma_shuns_fast_failures_and_slow_endpoints() {
     for _ in 0..20 {
         members[0]
             .state()
-            .record(std::time::Duration::from_millis(1), false);
+            .record(Some(std::time::Duration::from_millis(1)), false);
         members[1]
             .state()
-            .record(std::time::Duration::from_millis(20), false);
+            .record(Some(std::time::Duration::from_millis(20)), false);
         members[2]
             .state()
-            .record(std::time::Duration::from_micros(100), true);
+            .record(Some(std::time::Duration::from_micros(100)), true);
     }
     let seen = shares_under_load(&PeakEwma::new(), &members, 8);
     assert!(seen[2] < 0.001, "{seen:?}");

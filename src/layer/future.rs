@@ -113,7 +113,7 @@ impl<F> Balanced<F> {
         client: &mut S,
         mut request: Req,
         pool: &Pool,
-        picked: Picked,
+        mut picked: Picked,
     ) -> Result<Self, Error>
     where
         S: Service<Req, Future = F>,
@@ -131,6 +131,7 @@ impl<F> Balanced<F> {
         if let Some(extensions) = request.extensions_mut() {
             extensions.insert(endpoint.clone());
         }
+        picked.start_timer();
         Ok(Self {
             inner: client.call(request),
             picked: Some(picked),

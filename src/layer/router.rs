@@ -52,12 +52,18 @@ impl Router {
     /// looked up without allocating.
     #[inline]
     pub(crate) fn get(&self, host: &str) -> Option<&Pool> {
+        self.index_of(host).map(|i| &self.pools[i])
+    }
+
+    /// The position of `host`'s pool in [`Router::pools`].
+    #[inline]
+    pub(crate) fn index_of(&self, host: &str) -> Option<usize> {
         let index = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.by_name.get(host.to_ascii_lowercase().as_str())
         } else {
             self.by_name.get(host)
         };
-        index.map(|&i| &self.pools[i])
+        index.copied()
     }
 
     pub(crate) fn pools(&self) -> impl Iterator<Item = &Pool> {

@@ -7,6 +7,7 @@ use tower_service::Service;
 use crate::balance::{Avoid, PickContext};
 use crate::layer::future::{Balanced, ResponseFuture};
 use crate::layer::router::{Router, UnknownHost};
+use crate::pool::CachedPool;
 use crate::request::{BalancedRequest, BalancedResponse};
 use crate::stats::PoolStats;
 use crate::{BoxError, Error, Picked, Pool};
@@ -22,11 +23,19 @@ use crate::{BoxError, Error, Picked, Pool};
 pub struct LoadBalance<S> {
     inner: S,
     router: Arc<Router>,
+    /// One cached view per pool, in the router's order: this clone's picks
+    /// skip the shared snapshot load.
+    pools: Vec<CachedPool>,
 }
 
 impl<S> LoadBalance<S> {
     pub(crate) fn new(inner: S, router: Arc<Router>) -> Self {
-        Self { inner, router }
+        let pools = router.pools().map(Pool::cached).collect();
+        Self {
+            inner,
+            router,
+            pools,
+        }
     }
 
     /// The pool serving `service`, if configured.
@@ -64,11 +73,11 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let pool = match request.host() {
-            Some(host) => self.router.get(host),
+        let index = match request.host() {
+            Some(host) => self.router.index_of(host),
             None => None,
         };
-        let Some(pool) = pool else {
+        let Some(cached) = index.and_then(|i| self.pools.get_mut(i)) else {
             return match (self.router.unknown_host, request.host()) {
                 (UnknownHost::PassThrough, _) => {
                     ResponseFuture::pass_through(self.inner.call(request))
@@ -83,8 +92,9 @@ where
                 }),
             };
         };
-        match pick_for(pool, &request) {
-            Ok(picked) => match Balanced::dispatch(&mut self.inner, request, pool, picked) {
+        match pick_for(cached, &request) {
+            Ok(picked) => match Balanced::dispatch(&mut self.inner, request, cached.pool(), picked)
+            {
                 Ok(balanced) => ResponseFuture::balanced(balanced),
                 Err(error) => ResponseFuture::failed(error),
             },
@@ -92,11 +102,11 @@ where
                 // Take the inner service that poll_ready readied; leave a clone.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                let pool = pool.clone();
+                let mut cached = cached.clone();
                 ResponseFuture::waiting(async move {
-                    pool.ready().await?;
-                    let picked = pick_for(&pool, &request)?;
-                    Balanced::dispatch(&mut inner, request, &pool, picked)?.await
+                    cached.pool().ready().await?;
+                    let picked = pick_for(&mut cached, &request)?;
+                    Balanced::dispatch(&mut inner, request, cached.pool(), picked)?.await
                 })
             }
             Err(error) => ResponseFuture::failed(error),
@@ -106,8 +116,9 @@ where
 
 /// Picks for `request`: its path and headers for hashing balancers, and the
 /// endpoints it should avoid (from its extensions) for retries.
-fn pick_for<Req: BalancedRequest>(pool: &Pool, request: &Req) -> Result<Picked, Error> {
-    let ctx = PickContext::new(pool.service())
+fn pick_for<Req: BalancedRequest>(pool: &mut CachedPool, request: &Req) -> Result<Picked, Error> {
+    let service = pool.pool().service_arc().clone();
+    let ctx = PickContext::new(&service)
         .with_path(request.path())
         .with_headers(request.headers());
     match request.extensions().and_then(|e| e.get::<Avoid>()) {

@@ -181,7 +181,7 @@ impl EndpointState {
     ///
     /// Two racing updates may lose one sample; an estimate can afford that,
     /// and a compare-and-swap loop on every response could not be afforded.
-    pub(crate) fn record(&self, latency: Duration, failed: bool) {
+    pub(crate) fn record(&self, latency: Option<Duration>, failed: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
@@ -190,18 +190,25 @@ impl EndpointState {
         if let Some(passive) = &self.passive {
             passive.record(failed, now);
         }
+        // An untimed success says nothing about latency; an untimed failure
+        // still counts as the failure penalty.
+        if latency.is_none() && !failed {
+            return;
+        }
         let keep = self.keep(now.saturating_sub(self.stamp.swap(now, Ordering::Relaxed)));
-        let sample = latency.as_nanos() as f64;
+        let sample = latency.map_or(0.0, |l| l.as_nanos() as f64);
 
-        let average = f64::from_bits(self.latency.load(Ordering::Relaxed));
-        let average = if average == 0.0 {
-            sample
-        } else {
-            average * keep + sample * (1.0 - keep)
-        };
-        // Never store 0.0: it means "no sample yet".
-        self.latency
-            .store(average.max(1.0).to_bits(), Ordering::Relaxed);
+        if latency.is_some() {
+            let average = f64::from_bits(self.latency.load(Ordering::Relaxed));
+            let average = if average == 0.0 {
+                sample
+            } else {
+                average * keep + sample * (1.0 - keep)
+            };
+            // Never store 0.0: it means "no sample yet".
+            self.latency
+                .store(average.max(1.0).to_bits(), Ordering::Relaxed);
+        }
 
         let sample = if failed {
             sample.max(self.tracking.failure_penalty.as_nanos() as f64)
@@ -280,10 +287,10 @@ mod tests {
     fn first_sample_sets_the_average() {
         let s = state();
         assert_eq!(s.latency(), None);
-        s.record(Duration::from_millis(10), false);
+        s.record(Some(Duration::from_millis(10)), false);
         assert_eq!(s.latency(), Some(Duration::from_millis(10)));
         assert_eq!((s.requests(), s.failures()), (1, 0));
-        s.record(Duration::from_millis(10), true);
+        s.record(Some(Duration::from_millis(10)), true);
         assert_eq!((s.requests(), s.failures()), (2, 1));
     }
 
@@ -291,15 +298,15 @@ mod tests {
     fn rtt_starts_at_the_default_and_fast_failures_look_expensive() {
         let s = state();
         assert_eq!(s.rtt_estimate_nanos(), 30e6);
-        s.record(Duration::from_micros(100), true);
+        s.record(Some(Duration::from_micros(100)), true);
         assert!(s.rtt_estimate_nanos() > 0.9e9, "{}", s.rtt_estimate_nanos());
     }
 
     #[tokio::test(start_paused = true)]
     async fn rtt_is_peak_sensitive_and_decays() {
         let s = state();
-        s.record(Duration::from_millis(1), false);
-        s.record(Duration::from_millis(50), false);
+        s.record(Some(Duration::from_millis(1)), false);
+        s.record(Some(Duration::from_millis(50)), false);
         assert!((s.rtt_estimate_nanos() - 50e6).abs() < 1e3);
         tokio::time::advance(Duration::from_secs(10)).await;
         let decayed = s.rtt_estimate_nanos();

@@ -82,7 +82,8 @@ pub(crate) struct Shared {
     slow_start: Option<Duration>,
     ready_timeout: Duration,
     allow_empty: bool,
-    snapshot: ArcSwap<Snapshot>,
+    /// Shared with every [`CachedPool`]'s cache.
+    snapshot: Arc<ArcSwap<Snapshot>>,
     ready: watch::Sender<bool>,
     status: Mutex<SourceStatus>,
     /// Fast check on the pick path; the slot itself is behind the mutex.
@@ -196,18 +197,34 @@ impl Pool {
     /// when every endpoint is avoided.
     pub fn pick_with(&self, ctx: &PickContext<'_>) -> Result<Picked, Error> {
         self.ensure_started();
-        let snapshot = self.shared.snapshot.load();
+        self.pick_from(&self.shared.snapshot.load(), ctx)
+    }
+
+    /// A handle for one task or thread that caches the pool's current
+    /// endpoint set: its picks skip the shared snapshot load (an atomic
+    /// check replaces a reference-count dance), which is most of the cost
+    /// of a pick. The load-balancing layer keeps one per service clone.
+    pub fn cached(&self) -> CachedPool {
+        CachedPool {
+            pool: self.clone(),
+            cache: arc_swap::Cache::new(self.shared.snapshot.clone()),
+        }
+    }
+
+    /// The pick itself, from a snapshot already in hand.
+    #[inline]
+    fn pick_from(&self, snapshot: &Snapshot, ctx: &PickContext<'_>) -> Result<Picked, Error> {
         let members = &snapshot.members;
-        // One clock reading per pick, for the picker and the latency timer.
-        let now = Instant::now();
-        let ctx = &PickContext {
-            now: Some(now),
-            total_in_flight: self
-                .shared
-                .total_in_flight
-                .as_ref()
-                .map(|t| t.load(Ordering::Relaxed)),
-            ..*ctx
+        let tracked;
+        let ctx = match &self.shared.total_in_flight {
+            Some(total) => {
+                tracked = PickContext {
+                    total_in_flight: Some(total.load(Ordering::Relaxed)),
+                    ..*ctx
+                };
+                &tracked
+            }
+            None => ctx,
         };
         let Some(mut index) = snapshot
             .picker
@@ -225,12 +242,12 @@ impl Pool {
             });
         };
         if let Some(window) = self.shared.slow_start {
-            index = ramped(members, ctx, &*snapshot.picker, index, now, window);
+            index = ramped(members, ctx, &*snapshot.picker, index, window);
         }
         if ctx.avoids_any() && ctx.avoids(members[index].endpoint()) {
             index = avoiding(members, ctx, &*snapshot.picker).unwrap_or(index);
         }
-        Ok(Picked::new(members[index].clone(), now))
+        Ok(Picked::new(members[index].clone()))
     }
 
     fn no_endpoints(&self) -> Error {
@@ -345,10 +362,12 @@ fn ramped(
     ctx: &PickContext<'_>,
     picker: &dyn Picker,
     index: usize,
-    now: Instant,
     window: Duration,
 ) -> usize {
-    let fraction = members[index].state().ramp_fraction(now, window).max(0.1);
+    let fraction = members[index]
+        .state()
+        .ramp_fraction(Instant::now(), window)
+        .max(0.1);
     if fraction >= 1.0 || (rng::next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= fraction {
         return index;
     }
@@ -375,6 +394,56 @@ fn avoiding(members: &[Member], ctx: &PickContext<'_>, picker: &dyn Picker) -> O
     (0..members.len())
         .map(|step| (start + step) % members.len())
         .find(|&i| !ctx.avoids(members[i].endpoint()))
+}
+
+/// A per-task handle to a [`Pool`] that caches its current endpoint set.
+/// Made by [`Pool::cached`]; picks take `&mut self`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_lb::{Pool, discover::Fixed};
+///
+/// let pool = Pool::builder("greet", Fixed::new(["127.0.0.1:5001", "127.0.0.1:5002"])?).build();
+/// pool.ready().await?;
+/// let mut local = pool.cached();
+/// let picked = local.pick()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct CachedPool {
+    pool: Pool,
+    cache: arc_swap::Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>,
+}
+
+impl CachedPool {
+    /// [`Pool::pick`], through the cache.
+    #[inline]
+    pub fn pick(&mut self) -> Result<Picked, Error> {
+        let ctx = PickContext::new(&self.pool.shared.service);
+        self.pool.ensure_started();
+        let snapshot = self.cache.load();
+        self.pool.pick_from(snapshot, &ctx)
+    }
+
+    /// [`Pool::pick_with`], through the cache.
+    #[inline]
+    pub fn pick_with(&mut self, ctx: &PickContext<'_>) -> Result<Picked, Error> {
+        self.pool.ensure_started();
+        let snapshot = self.cache.load();
+        self.pool.pick_from(snapshot, ctx)
+    }
+
+    /// The pool behind the cache.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+impl fmt::Debug for CachedPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CachedPool").field(&self.pool).finish()
+    }
 }
 
 impl fmt::Debug for Pool {
@@ -485,7 +554,7 @@ impl PoolBuilder {
                     .then(|| Arc::new(AtomicUsize::new(0))),
                 ready_timeout: self.ready_timeout,
                 allow_empty: self.allow_empty,
-                snapshot: ArcSwap::from_pointee(placeholder),
+                snapshot: Arc::new(ArcSwap::from_pointee(placeholder)),
                 ready: watch::Sender::new(false),
                 status: Mutex::new(SourceStatus::default()),
                 started: AtomicBool::new(false),

@@ -20,8 +20,9 @@ use crate::pool::Member;
 ///
 /// let pool = Pool::builder("db", Fixed::new(["10.0.0.7:5432", "10.0.0.8:5432"]).unwrap()).build();
 /// pool.ready().await?;
-/// let picked = pool.pick()?;
+/// let mut picked = pool.pick()?;
 /// assert_eq!(pool.stats().endpoints.iter().map(|e| e.in_flight).sum::<usize>(), 1);
+/// picked.start_timer();
 /// // ... talk to picked.endpoint() ...
 /// picked.success();
 /// # Ok(()) }
@@ -30,17 +31,25 @@ use crate::pool::Member;
 #[must_use = "a pick counts as in flight until it is finished or dropped"]
 pub struct Picked {
     member: Member,
-    started: Instant,
+    /// When the request was sent, once [`Picked::start_timer`] says so.
+    started: Option<Instant>,
 }
 
 impl Picked {
-    /// `now` is the pick's own clock reading, shared with the picker.
-    pub(crate) fn new(member: Member, now: Instant) -> Self {
+    pub(crate) fn new(member: Member) -> Self {
         member.state().start();
         Self {
             member,
-            started: now,
+            started: None,
         }
+    }
+
+    /// Starts timing the request: call it when the request is sent, so the
+    /// latency recorded on finishing is the endpoint's, not the caller's
+    /// queueing. A pick is not timed until then: reading the clock costs as
+    /// much as the pick itself, and a pick that is never sent needs none.
+    pub fn start_timer(&mut self) {
+        self.started = Some(Instant::now());
     }
 
     /// The chosen endpoint.
@@ -48,19 +57,20 @@ impl Picked {
         self.member.endpoint()
     }
 
-    /// Records a success with the time since the pick as its latency.
+    /// Records a success, with its latency if the timer was started.
     pub fn success(self) {
         self.finish(false);
     }
 
-    /// Records a failure with the time since the pick as its latency.
+    /// Records a failure, with its latency if the timer was started.
     pub fn failure(self) {
         self.finish(true);
     }
 
     /// Records the outcome; `failed` says which.
     pub fn finish(self, failed: bool) {
-        self.member.state().record(self.started.elapsed(), failed);
+        let latency = self.started.map(|t| t.elapsed());
+        self.member.state().record(latency, failed);
         // Drop decrements the in-flight count.
     }
 }
