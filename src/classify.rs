@@ -1,9 +1,16 @@
-//! One place decides what counts as a failure of the endpoint.
+//! One place decides what counts as a failure of the endpoint, and what
+//! may be tried again.
 //!
 //! A 5xx answer or a transport error (refused, reset, timed out) is the
 //! endpoint's failure and counts against it; a 4xx is the caller's mistake
 //! and does not. Balancers, stats and (later) ejection all read the same
 //! verdict.
+//!
+//! For retries, [`retryable_status`] and [`retryable_error`] say whether
+//! another attempt could succeed, and whether the request may already have
+//! been processed ([`Retryable::IfIdempotent`]) or certainly was not
+//! ([`Retryable::NotSent`]). The retry layer's
+//! [`Policy`](crate::retry::Policy) starts from these.
 
 use std::error::Error as StdError;
 use std::io;
@@ -84,6 +91,131 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> FailureKind {
     FailureKind::Other
 }
 
+/// Whether another attempt of a request could succeed, and for which
+/// methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Retryable {
+    /// Another attempt would not help (a success, the caller's mistake, a
+    /// configuration error), or it is not known to be safe.
+    No,
+    /// The request never reached the endpoint (refused, unreachable, DNS
+    /// failure, connect timeout): any method may be sent again.
+    NotSent,
+    /// The endpoint failed after it may have processed the request (502,
+    /// 503, 504, 429, a timeout, a reset): only an idempotent request may be
+    /// sent again.
+    IfIdempotent,
+}
+
+/// The statuses another endpoint, or a later attempt, may answer better:
+/// 429 Too Many Requests, 502 Bad Gateway, 503 Service Unavailable and
+/// 504 Gateway Timeout.
+pub const RETRYABLE_STATUSES: [StatusCode; 4] = [
+    StatusCode::TOO_MANY_REQUESTS,
+    StatusCode::BAD_GATEWAY,
+    StatusCode::SERVICE_UNAVAILABLE,
+    StatusCode::GATEWAY_TIMEOUT,
+];
+
+/// Whether a response with `status` is worth another attempt.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_lb::classify::{retryable_status, Retryable};
+///
+/// assert_eq!(retryable_status(StatusCode::SERVICE_UNAVAILABLE), Retryable::IfIdempotent);
+/// assert_eq!(retryable_status(StatusCode::INTERNAL_SERVER_ERROR), Retryable::No);
+/// assert_eq!(retryable_status(StatusCode::NOT_FOUND), Retryable::No);
+/// ```
+pub fn retryable_status(status: StatusCode) -> Retryable {
+    if RETRYABLE_STATUSES.contains(&status) {
+        Retryable::IfIdempotent
+    } else {
+        Retryable::No
+    }
+}
+
+/// Whether a failed attempt is worth another, found by walking the error's
+/// source chain: this crate's own errors, reqwest's (`is_connect`,
+/// `is_timeout`), I/O errors by kind, hyper-util's connect errors, and a
+/// connection hyper saw closed before the answer.
+///
+/// ```
+/// use std::io;
+/// use tower_lb::classify::{retryable_error, Retryable};
+///
+/// let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+/// assert_eq!(retryable_error(&refused), Retryable::NotSent);
+/// let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+/// assert_eq!(retryable_error(&reset), Retryable::IfIdempotent);
+/// ```
+pub fn retryable_error(error: &(dyn StdError + 'static)) -> Retryable {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(own) = e.downcast_ref::<crate::Error>() {
+            match own {
+                // The client's error is further down the chain.
+                crate::Error::Inner { .. } => {
+                    current = e.source();
+                    continue;
+                }
+                crate::Error::AttemptTimeout { .. } => return Retryable::IfIdempotent,
+                // No endpoint, bad configuration, or a retry layer's verdict.
+                _ => return Retryable::No,
+            }
+        }
+        #[cfg(feature = "reqwest")]
+        if let Some(reqwest) = e.downcast_ref::<reqwest::Error>() {
+            if reqwest.is_connect() {
+                return Retryable::NotSent;
+            }
+            if reqwest.is_timeout() {
+                return Retryable::IfIdempotent;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return match io.kind() {
+                io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::AddrNotAvailable
+                | io::ErrorKind::NetworkUnreachable
+                | io::ErrorKind::HostUnreachable => Retryable::NotSent,
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::TimedOut => Retryable::IfIdempotent,
+                _ => Retryable::No,
+            };
+        }
+        if e.downcast_ref::<tokio::time::error::Elapsed>().is_some() {
+            return Retryable::IfIdempotent;
+        }
+        if let Some(verdict) = by_message(e) {
+            return verdict;
+        }
+        current = e.source();
+    }
+    Retryable::No
+}
+
+/// hyper and hyper-util errors, recognised by their messages: the crate
+/// does not depend on them, and their kinds are private.
+#[cold]
+fn by_message(error: &(dyn StdError + 'static)) -> Option<Retryable> {
+    let message = error.to_string();
+    // hyper_util::client::legacy::Error of kind Connect: DNS, TCP connect
+    // (refused, timed out), or TLS handshake; nothing was sent.
+    if message == "client error (Connect)" {
+        return Some(Retryable::NotSent);
+    }
+    // hyper: the server closed a (kept-alive) connection before answering.
+    if message.starts_with("connection closed before message completed") {
+        return Some(Retryable::IfIdempotent);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +230,37 @@ mod tests {
         assert_eq!(classify_error(&e), FailureKind::ConnectionRefused);
         let e = Wrapper(io::Error::other("x"));
         assert_eq!(classify_error(&e), FailureKind::Other);
+    }
+
+    #[test]
+    fn retryable_errors_through_the_chain() {
+        let e = Wrapper(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(retryable_error(&e), Retryable::NotSent);
+        let e = Wrapper(io::Error::from(io::ErrorKind::TimedOut));
+        assert_eq!(retryable_error(&e), Retryable::IfIdempotent);
+        let e = Wrapper(io::Error::other("x"));
+        assert_eq!(retryable_error(&e), Retryable::No);
+        let e = crate::Error::NoEndpoints {
+            service: "greet".into(),
+        };
+        assert_eq!(retryable_error(&e), Retryable::No);
+        let e = crate::Error::inner_from(
+            Some("greet".into()),
+            None,
+            io::Error::from(io::ErrorKind::ConnectionRefused),
+        );
+        assert_eq!(retryable_error(&e), Retryable::NotSent);
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct HyperUtilLike(#[source] io::Error);
+
+    #[test]
+    fn hyper_util_connect_errors_were_never_sent() {
+        // A DNS failure carries an I/O error of no telling kind.
+        let e = HyperUtilLike(io::Error::other("failed to lookup address"));
+        assert_eq!(retryable_error(&e), Retryable::NotSent);
     }
 
     #[test]

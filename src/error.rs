@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::Endpoint;
 use crate::endpoint::EndpointError;
+use crate::retry::NotReplayable;
 
 /// A boxed error, the currency of tower middleware and of discovery sources.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -89,6 +90,105 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+
+    /// One attempt took longer than the retry layer's per-attempt timeout
+    /// ([`RetryBuilder::attempt_timeout`](crate::retry::RetryBuilder::attempt_timeout)).
+    #[error("service `{service}`: attempt{} timed out after {timeout:?}", endpoint.as_ref().map(|e| format!(" to {e}")).unwrap_or_default())]
+    AttemptTimeout {
+        /// The logical service.
+        service: Arc<str>,
+        /// The endpoint the attempt went to, when known.
+        endpoint: Option<Endpoint>,
+        /// The per-attempt timeout.
+        timeout: Duration,
+    },
+
+    /// The last attempt failed in a way worth retrying, but the service's
+    /// retry budget was spent: retries are shed to keep an outage from
+    /// becoming a retry storm. The last attempt's error is the source.
+    #[error("service `{service}`: not retried: the retry budget is spent ({attempts} attempt{} made)", plural(*attempts))]
+    BudgetExhausted {
+        /// The logical service.
+        service: Arc<str>,
+        /// Attempts made, hedges included.
+        attempts: u32,
+        /// The last attempt's error.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// The call's overall deadline passed, during an attempt or before the
+    /// next could start. The last attempt's error, if it failed with one,
+    /// is the source.
+    #[error("service `{service}`: deadline of {deadline:?} passed after {attempts} attempt{}{}", plural(*attempts), tried(endpoints))]
+    DeadlineExceeded {
+        /// The logical service.
+        service: Arc<str>,
+        /// The deadline, counted from the call.
+        deadline: Duration,
+        /// Attempts made, hedges included (the one cut short too).
+        attempts: u32,
+        /// The endpoints those attempts went to, where known.
+        endpoints: Vec<Endpoint>,
+        /// The last finished attempt's error, if it failed with one.
+        #[source]
+        source: Option<Box<Error>>,
+    },
+
+    /// Every attempt allowed failed in a way worth retrying. The last
+    /// attempt's error is the source.
+    #[error(
+        "service `{service}`: all {attempts} attempts failed{}",
+        tried(endpoints)
+    )]
+    RetriesExhausted {
+        /// The logical service.
+        service: Arc<str>,
+        /// Attempts made, hedges included.
+        attempts: u32,
+        /// The endpoints those attempts went to, where known.
+        endpoints: Vec<Endpoint>,
+        /// The last attempt's error.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// The attempt failed in a way worth retrying, but its body could not
+    /// be sent again (too large to buffer, or a stream). The attempt's
+    /// error is the source.
+    #[error("service `{service}`: not retried: {reason}")]
+    BodyNotReplayable {
+        /// The logical service.
+        service: Arc<str>,
+        /// Why the body could not be sent again.
+        reason: NotReplayable,
+        /// The attempt's error.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Reading the request body into memory, to be able to send it again,
+    /// failed.
+    #[error("service `{service}`: reading the request body failed")]
+    Body {
+        /// The logical service.
+        service: Arc<str>,
+        /// The body's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn tried(endpoints: &[Endpoint]) -> String {
+    if endpoints.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+    format!(" (tried {})", list.join(", "))
 }
 
 fn inner_message(service: Option<&str>, endpoint: Option<&Endpoint>) -> String {
@@ -106,14 +206,21 @@ impl Error {
             Error::NoEndpoints { service }
             | Error::NotReady { service, .. }
             | Error::InvalidEndpoint { service, .. }
-            | Error::Route { service, .. } => Some(service),
+            | Error::Route { service, .. }
+            | Error::AttemptTimeout { service, .. }
+            | Error::BudgetExhausted { service, .. }
+            | Error::DeadlineExceeded { service, .. }
+            | Error::RetriesExhausted { service, .. }
+            | Error::BodyNotReplayable { service, .. }
+            | Error::Body { service, .. } => Some(service),
             Error::UnknownService { service } => Some(service),
             Error::Inner { service, .. } => service.as_deref(),
             Error::MissingHost { .. } | Error::Config(_) => None,
         }
     }
 
-    /// The inner client's error, when the client failed.
+    /// The inner client's error, when the client failed: also through the
+    /// retry layer's errors, for the last attempt.
     ///
     /// ```
     /// # fn check(err: &tower_lb::Error) {
@@ -123,8 +230,60 @@ impl Error {
     /// # }
     /// ```
     pub fn inner(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
-        match self {
+        match self.last_attempt() {
             Error::Inner { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// The error of the last attempt behind a retry layer's verdict
+    /// ([`BudgetExhausted`](Error::BudgetExhausted),
+    /// [`RetriesExhausted`](Error::RetriesExhausted),
+    /// [`BodyNotReplayable`](Error::BodyNotReplayable),
+    /// [`DeadlineExceeded`](Error::DeadlineExceeded) after a failed
+    /// attempt); `self` for any other error.
+    ///
+    /// ```
+    /// # fn check(err: &tower_lb::Error) {
+    /// if let tower_lb::Error::NoEndpoints { service } = err.last_attempt() {
+    ///     eprintln!("{service} has no endpoints");
+    /// }
+    /// # }
+    /// ```
+    pub fn last_attempt(&self) -> &Error {
+        let mut error = self;
+        loop {
+            error = match error {
+                Error::BudgetExhausted { source, .. }
+                | Error::RetriesExhausted { source, .. }
+                | Error::BodyNotReplayable { source, .. }
+                | Error::DeadlineExceeded {
+                    source: Some(source),
+                    ..
+                } => source,
+                _ => return error,
+            };
+        }
+    }
+
+    /// The endpoint the (last) attempt went to, when known.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        match self.last_attempt() {
+            Error::Inner { endpoint, .. } | Error::AttemptTimeout { endpoint, .. } => {
+                endpoint.as_ref()
+            }
+            Error::Route { endpoint, .. } => Some(endpoint),
+            _ => None,
+        }
+    }
+
+    /// How many attempts the retry layer made before giving up, for its
+    /// own errors.
+    pub fn attempts(&self) -> Option<u32> {
+        match self {
+            Error::BudgetExhausted { attempts, .. }
+            | Error::DeadlineExceeded { attempts, .. }
+            | Error::RetriesExhausted { attempts, .. } => Some(*attempts),
             _ => None,
         }
     }

@@ -37,6 +37,8 @@
 //! - [`balance`]: the [`Balancer`](balance::Balancer) trait and the
 //!   algorithms.
 //! - [`LoadBalanceLayer`] / [`LoadBalance`]: the tower middleware.
+//! - [`retry`]: [`RetryLayer`] / [`Retry`], retries above the balancer:
+//!   policy, backoff, budget, body replay, deadlines, hedging.
 //! - [`Error`]: one typed error, naming the service, for every failure.
 //!
 //! # Features
@@ -56,10 +58,12 @@ pub mod health;
 mod layer;
 mod pool;
 mod request;
+pub mod retry;
 pub mod stats;
 
 pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind, IntoEndpoint};
 pub use error::{BoxError, Error};
 pub use layer::{LoadBalance, LoadBalanceBuilder, LoadBalanceLayer, ResponseFuture, UnknownHost};
-pub use pool::{DEFAULT_READY_TIMEOUT, Picked, Pool, PoolBuilder};
-pub use request::{BalancedRequest, BalancedResponse};
+pub use pool::{CachedPool, DEFAULT_READY_TIMEOUT, Picked, Pool, PoolBuilder};
+pub use request::{BalancedRequest, BalancedResponse, Prepared, ReplayableRequest};
+pub use retry::{Retry, RetryLayer};
