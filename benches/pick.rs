@@ -1,50 +1,56 @@
-//! The cost of choosing an endpoint: one `Pool::pick()` plus dropping the
-//! `Picked` it returns, i.e. snapshot load, the balancer's pick, and the
-//! in-flight count +1/-1. That is the full per-request balancing overhead,
-//! without any HTTP.
+//! The cost of choosing an endpoint: one pick plus dropping the `Picked` it
+//! returns, i.e. the balancer's choice and the in-flight count +1/-1. That
+//! is the whole per-request balancing overhead, without any HTTP.
 //!
-//! Every balancer is measured at 10, 1,000 and 100,000 endpoints, with the
-//! pool otherwise idle (nothing in flight). `FullScan` stops at the first
-//! idle endpoint, so it is also measured with one request held in flight on
-//! every endpoint (`/loaded`), its O(n) worst case. Two threads picking from
-//! one pool at once measure contention on the shared counters.
+//! Picks go through a `CachedPool`, the path the load-balancing layer takes
+//! (each service clone caches its pools' snapshots); `pool.pick()` on the
+//! shared handle is measured once, as `shared_round_robin`, to show what the
+//! cache saves.
 //!
-//! Run with `cargo bench --bench pick`.
+//! Every balancer is measured at 3, 10, 100, 1,000, 10,000 and 100,000
+//! endpoints with nothing in flight. `FullScan` stops at the first idle
+//! endpoint, so it is also measured with one request held on every endpoint
+//! (`/loaded`), its O(n) worst case. Two threads picking from one pool at
+//! once (`pick_2_threads`) measure contention on the shared counters.
+//!
+//! Run with `cargo bench --bench pick`; the peers are compared in
+//! `benches/peers` (see its README).
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::runtime::Runtime;
 use tower_lb::balance::{
-    Balancer, LeastRequest, LeastRequestMode, Random, RoundRobin, WeightedRoundRobin,
+    Balancer, BoundedLoad, ConsistentHash, HashKey, HashTable, LeastRequest, LeastRequestMode,
+    PeakEwma, PickContext, Random, RoundRobin, WeightedLeastRequest, WeightedRandom,
+    WeightedRoundRobin,
 };
 use tower_lb::discover::Fixed;
 use tower_lb::{Endpoint, Picked, Pool};
 
-const SIZES: [usize; 3] = [10, 1_000, 100_000];
+const SIZES: [usize; 6] = [3, 10, 100, 1_000, 10_000, 100_000];
 
-/// `n` endpoints `http://10.a.b.c:8080`; weighted 1..=4 in turn if asked.
-fn endpoints(n: usize, weighted: bool) -> Vec<Endpoint> {
+/// `n` endpoints `http://10.a.b.c:8080`, weighted 1..=4 in turn.
+fn endpoints(n: usize) -> Vec<Endpoint> {
     (0..n)
         .map(|i| {
             let (a, b, c) = (i >> 16, (i >> 8) & 0xff, i & 0xff);
-            let ep = Endpoint::new(&format!("http://10.{a}.{b}.{c}:8080")).unwrap();
-            if weighted {
-                ep.with_weight(1 + (i % 4) as u32).unwrap()
-            } else {
-                ep
-            }
+            Endpoint::new(&format!("http://10.{a}.{b}.{c}:8080"))
+                .unwrap()
+                .with_weight(1 + (i % 4) as u32)
+                .unwrap()
         })
         .collect()
 }
 
-fn pool(rt: &Runtime, endpoints: &[Endpoint], balancer: impl Balancer) -> Pool {
+fn pool(rt: &Runtime, endpoints: &[Endpoint], balancer: Arc<dyn Balancer>) -> Pool {
     let pool = rt.block_on(async {
         let pool = Pool::builder("bench", Fixed::new(endpoints).unwrap())
             .balancer(balancer)
-            .ready_timeout(Duration::from_secs(60))
+            .ready_timeout(Duration::from_secs(120))
             .build();
         pool.ready().await.unwrap();
         pool
@@ -53,69 +59,125 @@ fn pool(rt: &Runtime, endpoints: &[Endpoint], balancer: impl Balancer) -> Pool {
     pool
 }
 
-fn single_thread(c: &mut Criterion, rt: &Runtime) {
-    let plain: Vec<Vec<Endpoint>> = SIZES.iter().map(|&n| endpoints(n, false)).collect();
-    let weighted: Vec<Vec<Endpoint>> = SIZES.iter().map(|&n| endpoints(n, true)).collect();
-    let full_scan = || LeastRequest::new().mode(LeastRequestMode::FullScan);
-    // (group, balancer, whether its endpoints carry weights 1..=4)
-    let cases: [(&str, Arc<dyn Balancer>, bool); 5] = [
-        ("round_robin", Arc::new(RoundRobin::new()), false),
-        ("random", Arc::new(Random::new()), false),
+fn user_header() -> HeaderName {
+    HeaderName::from_static("x-user")
+}
+
+/// Request headers with 1,024 different `x-user` keys, for hashing.
+fn keyed_requests() -> Vec<HeaderMap> {
+    (0..1024)
+        .map(|i| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                user_header(),
+                HeaderValue::from_str(&format!("user-{i}")).unwrap(),
+            );
+            headers
+        })
+        .collect()
+}
+
+fn balancers() -> Vec<(&'static str, Arc<dyn Balancer>)> {
+    let key = HashKey::header(user_header());
+    vec![
+        ("round_robin", Arc::new(RoundRobin::new())),
+        ("random", Arc::new(Random::new())),
+        ("weighted_round_robin", Arc::new(WeightedRoundRobin::new())),
+        ("weighted_random", Arc::new(WeightedRandom::new())),
+        ("least_request_p2c", Arc::new(LeastRequest::new())),
         (
-            "weighted_round_robin",
-            Arc::new(WeightedRoundRobin::new()),
-            true,
+            "least_request_full_scan",
+            Arc::new(LeastRequest::new().mode(LeastRequestMode::FullScan)),
         ),
-        ("least_request_p2c", Arc::new(LeastRequest::new()), false),
-        ("least_request_full_scan", Arc::new(full_scan()), false),
-    ];
-    for (name, balancer, weights) in cases {
-        let sets = if weights { &weighted } else { &plain };
+        (
+            "weighted_least_request",
+            Arc::new(WeightedLeastRequest::new()),
+        ),
+        ("peak_ewma", Arc::new(PeakEwma::new())),
+        ("maglev", Arc::new(ConsistentHash::new(key.clone()))),
+        (
+            "ring_hash",
+            Arc::new(ConsistentHash::new(key.clone()).table(HashTable::Ring {
+                points_per_weight: 160,
+            })),
+        ),
+        (
+            "maglev_bounded",
+            Arc::new(ConsistentHash::new(key).bounded_load(BoundedLoad::default())),
+        ),
+    ]
+}
+
+fn single_thread(c: &mut Criterion, rt: &Runtime) {
+    let sets: Vec<Vec<Endpoint>> = SIZES.iter().map(|&n| endpoints(n)).collect();
+    let requests = keyed_requests();
+    for (name, balancer) in balancers() {
         let mut group = c.benchmark_group(format!("pick/{name}"));
-        for set in sets {
+        for set in &sets {
             let pool = pool(rt, set, balancer.clone());
+            let mut cached = pool.cached();
+            let mut i = 0usize;
             group.bench_function(BenchmarkId::from_parameter(set.len()), |b| {
-                b.iter(|| drop(black_box(pool.pick().unwrap())));
+                b.iter(|| {
+                    i = (i + 1) & 1023;
+                    let ctx = PickContext::new("bench").with_headers(&requests[i]);
+                    drop(black_box(cached.pick_with(&ctx).unwrap()));
+                });
             });
         }
         group.finish();
     }
 
+    let mut group = c.benchmark_group("pick/shared_round_robin");
+    for set in &sets {
+        let pool = pool(rt, set, Arc::new(RoundRobin::new()));
+        group.bench_function(BenchmarkId::from_parameter(set.len()), |b| {
+            b.iter(|| drop(black_box(pool.pick().unwrap())));
+        });
+    }
+    group.finish();
+
     // FullScan's worst case: no endpoint is idle, so every pick scans all.
     let mut group = c.benchmark_group("pick/least_request_full_scan/loaded");
     group.sample_size(10);
-    for set in &plain {
-        let pool = pool(rt, set, full_scan());
+    for set in &sets {
+        let pool = pool(
+            rt,
+            set,
+            Arc::new(LeastRequest::new().mode(LeastRequestMode::FullScan)),
+        );
         // Full scan fills the least loaded first: exactly one per endpoint.
         let held: Vec<Picked> = (0..set.len()).map(|_| pool.pick().unwrap()).collect();
         assert!(pool.stats().endpoints.iter().all(|e| e.in_flight == 1));
+        let mut cached = pool.cached();
         group.bench_function(BenchmarkId::from_parameter(set.len()), |b| {
-            b.iter(|| drop(black_box(pool.pick().unwrap())));
+            b.iter(|| drop(black_box(cached.pick().unwrap())));
         });
         drop(held);
     }
     group.finish();
 }
 
-/// Two threads pick from one pool at once; reports the slower thread's
-/// time per pick.
+/// Two threads pick from one pool of 100 endpoints at once, each through its
+/// own cached handle as two service clones would; reports the slower
+/// thread's time per pick.
 fn two_threads(c: &mut Criterion, rt: &Runtime) {
-    let set = endpoints(1_000, false);
-    let pools = [
-        ("round_robin", pool(rt, &set, RoundRobin::new())),
-        ("least_request_p2c", pool(rt, &set, LeastRequest::new())),
-    ];
+    let set = endpoints(100);
+    let requests = keyed_requests();
     let mut group = c.benchmark_group("pick_2_threads");
-    for (name, pool) in &pools {
-        group.bench_function(BenchmarkId::new(*name, set.len()), |b| {
+    for (name, balancer) in balancers() {
+        let pool = pool(rt, &set, balancer);
+        group.bench_function(BenchmarkId::new(name, set.len()), |b| {
             b.iter_custom(|iters| {
                 let barrier = Barrier::new(2);
                 std::thread::scope(|s| {
                     let run = || {
+                        let mut cached = pool.cached();
                         barrier.wait();
                         let start = Instant::now();
-                        for _ in 0..iters {
-                            drop(black_box(pool.pick().unwrap()));
+                        for i in 0..iters as usize {
+                            let ctx = PickContext::new("bench").with_headers(&requests[i & 1023]);
+                            drop(black_box(cached.pick_with(&ctx).unwrap()));
                         }
                         start.elapsed()
                     };
@@ -143,9 +205,9 @@ fn benches(c: &mut Criterion) {
 criterion_group! {
     name = pick;
     config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50);
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(30);
     targets = benches
 }
 criterion_main!(pick);
