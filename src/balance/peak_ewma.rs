@@ -73,12 +73,6 @@ impl Balancer for PeakEwma {
 
 struct PeakEwmaPicker;
 
-#[inline]
-fn cost(member: &Member, now: Instant) -> f64 {
-    let state = member.state();
-    state.rtt_estimate_at(now) * (state.in_flight() + 1) as f64
-}
-
 /// How far past a fast-failing candidate the picker looks for a stand-in.
 const MAX_SKIP: usize = 8;
 
@@ -97,9 +91,10 @@ impl Picker for PeakEwmaPicker {
         // stands aside for the next endpoint that is not, which keeps
         // fast-failing endpoints out of the comparison while they fail; they
         // rejoin as their penalty decays.
-        let a = stand_in(members, a, b, now);
-        let b = stand_in(members, b, a, now);
-        Some(if cost(&members[b], now) < cost(&members[a], now) {
+        let (a, rtt_a) = stand_in(members, a, b, now);
+        let (b, rtt_b) = stand_in(members, b, a, now);
+        let cost = |i: usize, rtt: f64| rtt * (members[i].state().in_flight() + 1) as f64;
+        Some(if cost(b, rtt_b) < cost(a, rtt_a) {
             b
         } else {
             a
@@ -108,15 +103,25 @@ impl Picker for PeakEwmaPicker {
 }
 
 /// `candidate`, or when it is penalized the next endpoint after it that is
-/// neither penalized nor `other` (at most `MAX_SKIP` away).
+/// neither penalized nor `other` (at most `MAX_SKIP` away); with the
+/// round-trip estimate of the one chosen, so each is computed once.
 #[inline]
-fn stand_in(members: &[Member], candidate: usize, other: usize, now: Instant) -> usize {
-    if !members[candidate].state().is_penalized_at(now) {
-        return candidate;
+fn stand_in(members: &[Member], candidate: usize, other: usize, now: Instant) -> (usize, f64) {
+    let rtt = members[candidate].state().rtt_estimate_at(now);
+    let penalty = members[candidate]
+        .state()
+        .tracking()
+        .failure_penalty
+        .as_nanos() as f64;
+    let penalized = |rtt: f64| rtt * 2.0 >= penalty;
+    if !penalized(rtt) {
+        return (candidate, rtt);
     }
     let n = members.len();
     (1..n.min(MAX_SKIP + 1))
         .map(|step| (candidate + step) % n)
-        .find(|&i| i != other && !members[i].state().is_penalized_at(now))
-        .unwrap_or(candidate)
+        .filter(|&i| i != other)
+        .map(|i| (i, members[i].state().rtt_estimate_at(now)))
+        .find(|&(_, rtt)| !penalized(rtt))
+        .unwrap_or((candidate, rtt))
 }
