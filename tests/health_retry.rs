@@ -1,0 +1,80 @@
+//! Health and retries together, against real servers: with one of three
+//! instances dead, every request succeeds, and once the dead one is ejected
+//! it sees no more attempts.
+
+mod common;
+#[path = "../examples/support/greet.rs"]
+mod greet;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_lb::health::HealthState;
+use tower_lb::retry::RetryLayer;
+use tower_lb::{LoadBalanceLayer, Pool, discover::Fixed};
+
+const REQUESTS: usize = 10_000;
+const TASKS: usize = 16;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_gets_succeed_with_one_instance_dead() {
+    let mut instances = start_instances(3).await;
+    let dead = instances.remove(0);
+    let dead_url = dead.url();
+    dead.stop().await;
+
+    let mut all = urls(&instances);
+    all.push(dead_url.clone());
+    let pool = Pool::builder("greet", Fixed::new(all).unwrap()).build();
+    let lb = LoadBalanceLayer::builder()
+        .pool(pool.clone())
+        .build()
+        .unwrap();
+    let client = ServiceBuilder::new()
+        .layer(RetryLayer::new())
+        .layer(lb)
+        .service(reqwest_client());
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let client = client.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0;
+            while next.fetch_add(1, Ordering::Relaxed) < REQUESTS {
+                let response = client
+                    .clone()
+                    .oneshot(get_request("http://greet/api/greet?name=retry"))
+                    .await
+                    .expect("every request succeeds");
+                assert_eq!(response.status(), 200);
+                ok += 1;
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        ok += bounded("the load finishes", task).await.unwrap();
+    }
+    assert_eq!(ok, REQUESTS);
+
+    let dead_stats = endpoint_stats(&pool, &dead_url).unwrap();
+    assert_eq!(dead_stats.health, HealthState::Ejected);
+    // Five failures eject it; requests already on their way when it was
+    // ejected may add one each, at most one per task.
+    assert!(
+        dead_stats.failures <= (5 + TASKS) as u64,
+        "the dead instance saw {} attempts",
+        dead_stats.failures
+    );
+    let served: u64 = instances.iter().map(|i| i.hits()).sum();
+    assert_eq!(
+        served, REQUESTS as u64,
+        "every request was answered once by a live instance"
+    );
+    stop_all(instances).await;
+}
