@@ -486,9 +486,7 @@ async fn concurrent_hedges_never_go_back_to_the_slow_endpoint() {
 }
 
 /// Runs every future on this task, concurrently.
-async fn futures_join_all<F>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,

@@ -108,6 +108,7 @@ impl RetryBudget {
 
 /// What the retry layer keeps per service: its budget, and its recent
 /// latency when hedging by percentile.
+#[derive(Debug)]
 pub(crate) struct Track {
     budget: Option<TpsBudget>,
     pub(crate) latency: Option<LatencyWindow>,
@@ -129,6 +130,7 @@ impl Track {
 }
 
 /// One service as the retry layer knows it.
+#[derive(Debug)]
 pub(crate) struct ServiceState {
     pub(crate) name: Arc<str>,
     pub(crate) track: Arc<Track>,

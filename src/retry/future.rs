@@ -14,6 +14,7 @@ use super::attempts::{Attempts, NotRetried};
 use super::backoff::retry_after;
 use super::budget::ServiceState;
 use super::policy::{AttemptOutcome, Reason, RetryMode};
+use super::replay::NotReplayable;
 use super::{Config, observe};
 use crate::balance::Avoid;
 use crate::request::{BalancedRequest, BalancedResponse, Prepared, ReplayableRequest};
@@ -64,7 +65,8 @@ struct Finished<R> {
     endpoint: Option<Endpoint>,
     /// The endpoint was recorded in the attempts when it was dispatched.
     recorded: bool,
-    latency: Duration,
+    /// Measured when the service's latency is tracked (percentile hedging).
+    latency: Option<Duration>,
 }
 
 /// Waits for an attempt, within the per-attempt timeout if there is one.
@@ -73,13 +75,14 @@ async fn attempt<F, R, E>(
     timeout: Option<Duration>,
     noted: Option<Endpoint>,
     service: &Arc<str>,
+    measure: bool,
 ) -> Finished<R>
 where
     F: Future<Output = Result<R, E>>,
     R: BalancedResponse,
     E: Into<BoxError>,
 {
-    let started = Instant::now();
+    let started = measure.then(Instant::now);
     let result = match timeout {
         None => future.await.map_err(into_error),
         Some(timeout) => match tokio::time::timeout(timeout, future).await {
@@ -91,15 +94,21 @@ where
             }),
         },
     };
-    let endpoint = match &result {
-        Ok(response) => response.extensions().get::<Endpoint>().cloned(),
-        Err(error) => error.endpoint().cloned(),
-    };
-    Finished {
-        result,
-        recorded: noted.is_some(),
-        endpoint: endpoint.or(noted),
-        latency: started.elapsed(),
+    Finished::new(result, noted, started)
+}
+
+impl<R: BalancedResponse> Finished<R> {
+    fn new(result: Result<R, Error>, noted: Option<Endpoint>, started: Option<Instant>) -> Self {
+        let endpoint = match &result {
+            Ok(response) => response.extensions().get::<Endpoint>().cloned(),
+            Err(error) => error.endpoint().cloned(),
+        };
+        Finished {
+            result,
+            recorded: noted.is_some(),
+            endpoint: endpoint.or(noted),
+            latency: started.map(|s| s.elapsed()),
+        }
     }
 }
 
@@ -109,7 +118,7 @@ where
 async fn dispatch<S, R>(
     svc: &mut S,
     fresh: &mut bool,
-    mut request: R,
+    request: R,
     avoid: &Avoid,
 ) -> Result<(S::Future, Option<Endpoint>), Error>
 where
@@ -120,8 +129,17 @@ where
     if !std::mem::take(fresh) {
         poll_fn(|cx| svc.poll_ready(cx)).await.map_err(into_error)?;
     }
+    Ok(send(svc, request, avoid))
+}
+
+/// Sends `request` on a ready service, steering it away from `avoid`.
+fn send<S, R>(svc: &mut S, mut request: R, avoid: &Avoid) -> (S::Future, Option<Endpoint>)
+where
+    S: Service<R>,
+    R: BalancedRequest,
+{
     if avoid.is_empty() {
-        return Ok(observe::watch(|| svc.call(request)));
+        return observe::watch(|| svc.call(request));
     }
     if let Some(extensions) = request.extensions_mut() {
         let mut merged = extensions.get::<Avoid>().cloned().unwrap_or_default();
@@ -129,41 +147,52 @@ where
             merged.insert(endpoint.clone());
         }
         extensions.insert(merged);
-        return Ok(observe::watch(|| svc.call(request)));
+        return observe::watch(|| svc.call(request));
     }
     let avoid = avoid.clone();
-    Ok(observe::watch(|| avoid.scope(|| svc.call(request))))
+    observe::watch(|| avoid.scope(|| svc.call(request)))
 }
 
-/// Runs one call: the first attempt, and the retries and hedge the
+/// Starts one call: the first attempt, and the retries and hedge the
 /// configuration, the policy and the budget allow.
-pub(crate) async fn run<S, Req>(
-    config: Arc<Config>,
+///
+/// The work that needs no waiting is done here, before the future exists,
+/// and the future is kept small: the common case (no timer configured,
+/// the first attempt answers) runs in it; retries, hedges and timers run
+/// in a boxed future of their own. A future is moved (boxed) whole, so its
+/// size is paid on every call.
+pub(crate) fn start<S, Req>(
+    config: &Arc<Config>,
     mut svc: S,
     request: Req,
     mode: RetryMode,
     service: Option<Arc<ServiceState>>,
-) -> Result<S::Response, Error>
+) -> RetryFuture<S::Response>
 where
     Req: ReplayableRequest,
-    S: Service<Req::Sent>,
+    S: Service<Req::Sent> + Send + 'static,
     S::Response: BalancedResponse,
     S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
 {
     let Some(service) = service else {
         // No host to name a service: nothing to balance or budget. The
         // inner service decides what to make of it.
-        let mut response = svc.call(request.once()).await.map_err(into_error)?;
-        let mut attempts = Attempts::default();
-        attempts.sent(false);
-        response.extensions_mut().insert(attempts);
-        return Ok(response);
+        let future = svc.call(request.once());
+        return RetryFuture::new(async move {
+            let mut response = future.await.map_err(into_error)?;
+            let mut attempts = Attempts::default();
+            attempts.sent(false);
+            response.extensions_mut().insert(attempts);
+            Ok(response)
+        });
     };
     service.track.deposit();
     let deadline = config.deadline.map(|d| Instant::now() + d);
     let idempotent = mode == RetryMode::Idempotent || config.policy.is_idempotent(request.method());
     let hedge = config.hedge.filter(|_| idempotent);
-    let driver = Driver {
+    let timed = deadline.is_some() || config.attempt_timeout.is_some();
+    let mut driver = Driver {
         config: config.clone(),
         service,
         svc,
@@ -175,18 +204,43 @@ where
         window: None,
     };
     if mode == RetryMode::Off || (config.max_attempts <= 1 && hedge.is_none()) {
-        return driver.single(request.once()).await;
-    }
-    let prepared = match request.prepare(config.replay_limit).await {
-        Ok(prepared) => prepared,
-        Err(source) => {
-            return Err(Error::Body {
-                service: driver.service.name.clone(),
-                source,
-            });
+        let request = request.once();
+        if timed {
+            return RetryFuture::new(driver.single_timed(request));
         }
-    };
-    driver.run::<Req>(prepared, hedge).await
+        let (future, noted) = send(&mut driver.svc, request, &driver.avoid);
+        driver.fresh = false;
+        driver.attempts.sent(false);
+        driver.attempts.record(noted.clone());
+        return RetryFuture::new(async move {
+            let finished = Finished::new(future.await.map_err(into_error), noted, None);
+            if !finished.recorded {
+                driver.attempts.record(finished.endpoint);
+            }
+            driver.done(finished.result)
+        });
+    }
+    let prepare = Box::pin(request.prepare(config.replay_limit));
+    RetryFuture::new(driver.first::<Req>(prepare, hedge, timed))
+}
+
+/// A prepared request: the template attempts are copied from (or the view
+/// of a request sent once), the request to send once, and why not more.
+type Split<Req> = (
+    <Req as ReplayableRequest>::Template,
+    Option<<Req as ReplayableRequest>::Sent>,
+    Result<(), NotReplayable>,
+);
+
+fn split<Req: ReplayableRequest>(prepared: Prepared<Req::Sent, Req::Template>) -> Split<Req> {
+    match prepared {
+        Prepared::Replayable(template) => (template, None, Ok(())),
+        Prepared::Once {
+            request,
+            view,
+            reason,
+        } => (view, Some(request), Err(reason)),
+    }
 }
 
 /// The state of one call.
@@ -206,6 +260,83 @@ struct Driver<S> {
 }
 
 impl<S> Driver<S> {
+    /// The call once its request is prepared: the first attempt here, the
+    /// rest in [`run`](Self::run), boxed.
+    async fn first<Req>(
+        mut self,
+        prepare: Pin<
+            Box<impl Future<Output = Result<Prepared<Req::Sent, Req::Template>, BoxError>>>,
+        >,
+        hedge: Option<super::Hedge>,
+        timed: bool,
+    ) -> Result<S::Response, Error>
+    where
+        Req: ReplayableRequest,
+        S: Service<Req::Sent>,
+        S::Response: BalancedResponse,
+        S::Error: Into<BoxError>,
+    {
+        let (template, first, replayable) = match prepare.await {
+            Ok(prepared) => split::<Req>(prepared),
+            Err(source) => {
+                return Err(Error::Body {
+                    service: self.service.name.clone(),
+                    source,
+                });
+            }
+        };
+        if timed || hedge.is_some() {
+            // Boxed in its own statement: a temporary in an `.await`
+            // expression would be kept in this future's state.
+            let run = Box::pin(self.run::<Req>(template, first, replayable, hedge, None));
+            return run.await;
+        }
+        let Some(request) = first.or_else(|| Req::replay(&template)) else {
+            return Err(self.uncopyable());
+        };
+        let (future, noted) = send(&mut self.svc, request, &self.avoid);
+        self.fresh = false;
+        self.attempts.sent(false);
+        self.attempts.record(noted.clone());
+        let started = self.service.track.latency.is_some().then(Instant::now);
+        let finished = Finished::new(future.await.map_err(into_error), noted, started);
+        match self.judge(&template, &finished) {
+            None => self.done(finished.result),
+            Some(reason) => {
+                let pending = Some((finished, reason));
+                let run = Box::pin(self.run::<Req>(template, None, replayable, hedge, pending));
+                run.await
+            }
+        }
+    }
+
+    /// Judges a finished attempt (see [`conclude`]).
+    fn judge<R: BalancedResponse, T: BalancedRequest>(
+        &mut self,
+        template: &T,
+        finished: &Finished<R>,
+    ) -> Option<Reason> {
+        conclude(
+            &self.config,
+            &self.service,
+            self.idempotent,
+            &mut self.attempts,
+            &mut self.avoid,
+            &mut self.window,
+            template,
+            finished,
+        )
+    }
+
+    /// The request could not be copied for an attempt: not expected of
+    /// the built-in request types.
+    fn uncopyable(&self) -> Error {
+        Error::Body {
+            service: self.service.name.clone(),
+            source: "the request could not be copied for another attempt".into(),
+        }
+    }
+
     /// The response marked with the attempts, or the error as it is.
     fn done<R: BalancedResponse>(self, result: Result<R, Error>) -> Result<R, Error> {
         let mut response = result?;
@@ -220,6 +351,7 @@ impl<S> Driver<S> {
         why: NotRetried,
     ) -> Result<R, Error> {
         tracing::debug!(
+            target: "tower_lb::retry",
             service = %self.service.name,
             attempts = self.attempts.count(),
             reason = %why,
@@ -265,6 +397,7 @@ impl<S> Driver<S> {
     /// The deadline passed while an attempt was in flight.
     fn deadline_passed(self, last: Option<Error>) -> Error {
         tracing::debug!(
+            target: "tower_lb::retry",
             service = %self.service.name,
             attempts = self.attempts.count(),
             "deadline passed during an attempt"
@@ -278,9 +411,9 @@ impl<S> Driver<S> {
         }
     }
 
-    /// One attempt, no retry: for requests that opted out, and a layer
-    /// configured for one attempt.
-    async fn single<R>(mut self, request: R) -> Result<S::Response, Error>
+    /// One attempt, no retry, within the timeout and deadline: for requests
+    /// that opted out, and a layer configured for one attempt.
+    async fn single_timed<R>(mut self, request: R) -> Result<S::Response, Error>
     where
         S: Service<R>,
         S::Response: BalancedResponse,
@@ -295,7 +428,7 @@ impl<S> Driver<S> {
         self.attempts.sent(false);
         self.attempts.record(noted.clone());
         let timeout = self.config.attempt_timeout;
-        let finished = attempt(future, timeout, noted, &self.service.name);
+        let finished = attempt(future, timeout, noted, &self.service.name, false);
         let finished = match self.deadline {
             None => finished.await,
             Some(deadline) => match tokio::time::timeout_at(deadline, finished).await {
@@ -312,8 +445,11 @@ impl<S> Driver<S> {
     /// The retry loop.
     async fn run<Req>(
         mut self,
-        prepared: Prepared<Req::Sent, Req::Template>,
+        template: Req::Template,
+        mut first: Option<Req::Sent>,
+        replayable: Result<(), NotReplayable>,
         hedge: Option<super::Hedge>,
+        mut pending: Option<(Finished<S::Response>, Reason)>,
     ) -> Result<S::Response, Error>
     where
         Req: ReplayableRequest,
@@ -321,45 +457,37 @@ impl<S> Driver<S> {
         S::Response: BalancedResponse,
         S::Error: Into<BoxError>,
     {
-        let (template, mut first, replayable) = match prepared {
-            Prepared::Replayable(template) => (template, None, Ok(())),
-            Prepared::Once {
-                request,
-                view,
-                reason,
-            } => (view, Some(request), Err(reason)),
-        };
         let mut last_error: Option<Error> = None;
         loop {
-            let request = match first.take().or_else(|| Req::replay(&template)) {
-                Some(request) => request,
+            let (finished, reason) = match pending.take() {
+                Some(pending) => pending,
                 None => {
-                    return Err(Error::Body {
-                        service: self.service.name.clone(),
-                        source: "the request could not be copied for another attempt".into(),
-                    });
+                    let Some(request) = first.take().or_else(|| Req::replay(&template)) else {
+                        return Err(self.uncopyable());
+                    };
+                    // A hedge needs a copy, an attempt to spare, and none sent yet.
+                    let hedge_delay = hedge
+                        .filter(|_| {
+                            replayable.is_ok()
+                                && self.attempts.hedges() == 0
+                                && self.attempts.count() + 2 <= self.config.max_attempts
+                        })
+                        .and_then(|h| h.delay(self.service.track.latency.as_ref()));
+                    let deadline = self.deadline;
+                    let round = self.round::<Req>(request, &template, hedge_delay);
+                    let round = match deadline {
+                        None => round.await,
+                        Some(deadline) => match tokio::time::timeout_at(deadline, round).await {
+                            Ok(round) => round,
+                            Err(_) => return Err(self.deadline_passed(last_error)),
+                        },
+                    };
+                    let (finished, reason) = round?;
+                    let Some(reason) = reason else {
+                        return self.done(finished.result);
+                    };
+                    (finished, reason)
                 }
-            };
-            // A hedge needs a copy, an attempt to spare, and none sent yet.
-            let hedge_delay = hedge
-                .filter(|_| {
-                    replayable.is_ok()
-                        && self.attempts.hedges() == 0
-                        && self.attempts.count() + 2 <= self.config.max_attempts
-                })
-                .and_then(|h| h.delay(self.service.track.latency.as_ref()));
-            let deadline = self.deadline;
-            let round = self.round::<Req>(request, &template, hedge_delay);
-            let round = match deadline {
-                None => round.await,
-                Some(deadline) => match tokio::time::timeout_at(deadline, round).await {
-                    Ok(round) => round,
-                    Err(_) => return Err(self.deadline_passed(last_error)),
-                },
-            };
-            let (finished, reason) = round?;
-            let Some(reason) = reason else {
-                return self.done(finished.result);
             };
 
             // Worth retrying: may we?
@@ -392,6 +520,7 @@ impl<S> Driver<S> {
                 return self.give_up(finished.result, why);
             }
             tracing::debug!(
+                target: "tower_lb::retry",
                 service = %self.service.name,
                 attempt = self.attempts.count(),
                 endpoint = finished.endpoint.as_ref().map_or("unknown", Endpoint::key),
@@ -447,7 +576,8 @@ impl<S> Driver<S> {
                 )
             };
         }
-        let primary = attempt(future, timeout, noted.clone(), &service.name);
+        let measure = service.track.latency.is_some();
+        let primary = attempt(future, timeout, noted.clone(), &service.name, measure);
         let Some(delay) = hedge_delay else {
             let finished = primary.await;
             let reason = judge!(&finished);
@@ -467,7 +597,11 @@ impl<S> Driver<S> {
         let copy = if service.track.withdraw() {
             Req::replay(template)
         } else {
-            tracing::debug!(service = %service.name, "no hedge: the retry budget is spent");
+            tracing::debug!(
+                target: "tower_lb::retry",
+                service = %service.name,
+                "no hedge: the retry budget is spent"
+            );
             None
         };
         let Some(copy) = copy else {
@@ -481,6 +615,7 @@ impl<S> Driver<S> {
         }
         attempts.sent(true);
         tracing::debug!(
+            target: "tower_lb::retry",
             service = %service.name,
             attempt = attempts.count(),
             slow_endpoint = noted.as_ref().map_or("unknown", Endpoint::key),
@@ -490,7 +625,7 @@ impl<S> Driver<S> {
         let name = service.name.clone();
         let hedge = async move {
             let (future, noted) = dispatch(svc, fresh, copy, &hedge_avoid).await.ok()?;
-            Some(attempt(future, timeout, noted, &name).await)
+            Some(attempt(future, timeout, noted, &name, measure).await)
         };
         let mut hedge = pin!(hedge);
         // The first good answer wins; the other attempt is dropped
@@ -550,8 +685,8 @@ fn conclude<R: BalancedResponse, T: BalancedRequest>(
     }
     let outcome = match &finished.result {
         Ok(response) => {
-            if let Some(latency) = &service.track.latency {
-                latency.record(finished.latency);
+            if let (Some(window), Some(latency)) = (&service.track.latency, finished.latency) {
+                window.record(latency);
             }
             AttemptOutcome::Response {
                 status: response.status(),
@@ -591,4 +726,54 @@ fn steer(tried: &[Endpoint], avoid: &mut Avoid, window: &mut Option<usize>, endp
         recent.insert(endpoint.clone());
     }
     *avoid = recent;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::*;
+    use crate::retry::{ReplayBody, RetryLayer};
+
+    /// The future is boxed and moved whole on every call: keep the common
+    /// path's state small (the retry loop, hedging and timers are boxed
+    /// apart).
+    #[test]
+    fn the_call_future_stays_small() {
+        let svc = tower::service_fn(|_: http::Request<ReplayBody<String>>| {
+            std::future::ready(Ok::<_, Infallible>(http::Response::new(String::new())))
+        });
+        let layer = RetryLayer::new();
+        let request = http::Request::get("http://greet/")
+            .body(String::new())
+            .unwrap();
+        let service = Some(layer.config.services.get("greet"));
+        let future = start(&layer.config, svc, request, RetryMode::Policy, service);
+        let size = std::mem::size_of_val(&*future.inner);
+        assert!(size <= 1024, "{size} bytes");
+    }
+
+    #[test]
+    fn steering_cycles_once_every_endpoint_was_tried() {
+        let [a, b, c] =
+            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"].map(|e| Endpoint::new(e).unwrap());
+        let mut tried = Vec::new();
+        let mut avoid = Avoid::new();
+        let mut window = None;
+        for endpoint in [&a, &b, &c] {
+            tried.push(endpoint.clone());
+            steer(&tried, &mut avoid, &mut window, endpoint);
+        }
+        assert_eq!(avoid.len(), 3);
+        assert_eq!(window, None);
+        // All avoided, so the balancer went back to `a`: all three exist.
+        tried.push(a.clone());
+        steer(&tried, &mut avoid, &mut window, &a);
+        assert_eq!(window, Some(2));
+        // The two most recent are avoided: only `b` is left.
+        assert!(avoid.contains(&a) && avoid.contains(&c) && !avoid.contains(&b));
+        tried.push(b.clone());
+        steer(&tried, &mut avoid, &mut window, &b);
+        assert!(avoid.contains(&a) && avoid.contains(&b) && !avoid.contains(&c));
+    }
 }

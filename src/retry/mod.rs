@@ -190,6 +190,7 @@ impl<S> Layer<S> for RetryLayer {
         Retry {
             inner,
             config: self.config.clone(),
+            last: None,
         }
     }
 }
@@ -340,6 +341,9 @@ impl RetryBuilder {
 pub struct Retry<S> {
     inner: S,
     config: Arc<Config>,
+    /// The service of the last call: a client mostly calls one or a few,
+    /// and a string compare is cheaper than the shared map's lookup.
+    last: Option<Arc<budget::ServiceState>>,
 }
 
 impl<S> Retry<S> {
@@ -390,13 +394,14 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let mode = RetryMode::of(&request);
-        let service = request.host().map(|host| self.config.services.get(host));
-        RetryFuture::new(future::run(
-            self.config.clone(),
-            inner,
-            request,
-            mode,
-            service,
-        ))
+        let service = request.host().map(|host| match &self.last {
+            Some(last) if *last.name == *host => last.clone(),
+            _ => {
+                let state = self.config.services.get(host);
+                self.last = Some(state.clone());
+                state
+            }
+        });
+        future::start(&self.config, inner, request, mode, service)
     }
 }

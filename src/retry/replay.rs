@@ -58,7 +58,8 @@ impl fmt::Display for NotReplayable {
 #[derive(Debug, Clone, Default)]
 pub struct Buffered {
     data: Bytes,
-    trailers: Option<HeaderMap>,
+    // Boxed: rare, and a request's template is moved around.
+    trailers: Option<Box<HeaderMap>>,
 }
 
 impl Buffered {
@@ -84,7 +85,7 @@ impl Buffered {
 
     /// The body's trailers, if it had any.
     pub fn trailers(&self) -> Option<&HeaderMap> {
-        self.trailers.as_ref()
+        self.trailers.as_deref()
     }
 }
 
@@ -112,7 +113,7 @@ pin_project! {
 pin_project! {
     #[project = InnerProj]
     enum Inner<B> {
-        Buffered { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        Buffered { data: Option<Bytes>, trailers: Option<Box<HeaderMap>> },
         Streaming { #[pin] body: B },
     }
 }
@@ -175,7 +176,7 @@ where
                 if let Some(data) = data.take() {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(*t))))
             }
             InnerProj::Streaming { body } => Poll::Ready(match ready!(body.poll_frame(cx)) {
                 Some(Ok(frame)) => Some(Ok(frame.map_data(|mut d| d.copy_to_bytes(d.remaining())))),
@@ -225,7 +226,7 @@ where
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
     let mut len = 0usize;
-    let mut trailers: Option<HeaderMap> = None;
+    let mut trailers: Option<Box<HeaderMap>> = None;
     while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
         let frame = match frame.map_err(Into::into)?.into_data() {
             Ok(mut data) => {
@@ -256,7 +257,7 @@ where
         if let Ok(more) = frame.into_trailers() {
             match &mut trailers {
                 Some(all) => all.extend(more),
-                None => trailers = Some(more),
+                None => trailers = Some(Box::new(more)),
             }
         }
     }
