@@ -44,7 +44,10 @@
 //! # Features
 //!
 //! - `reqwest` (default): balance `reqwest::Request`s through a
-//!   `reqwest::Client`.
+//!   `reqwest::Client`; HTTP health probes.
+//! - `dns`: [`discover::Dns`](discover) over hickory-resolver (needs Rust 1.88).
+//! - `etcd`: `discover::etcd`, watch a key prefix and register under a lease.
+//! - `file`: `discover::JsonFile`, a watched JSON file of endpoints.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
