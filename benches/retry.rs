@@ -15,6 +15,14 @@
 //!
 //! Every peer is configured alike: three attempts in all, exponential
 //! backoff, 5xx retried. Run with `cargo bench --bench retry`.
+//!
+//! Wall-clock numbers move with whatever else the machine runs. For a
+//! figure that does not, `RETRY_BENCH_COUNT=<stack>:<calls>` runs one stack
+//! (`http/bare`, `http/tower_lb`, `http/tower_resilience`, `reqwest/bare`,
+//! `reqwest/tower_lb`, `reqwest/reqwest_middleware_bare`,
+//! `reqwest/reqwest_retry`) that many times and exits: run it under
+//! `valgrind --tool=callgrind` at two call counts, and the difference in
+//! instructions over the difference in calls is the cost of one call.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
@@ -22,7 +30,7 @@ use std::hint::black_box;
 use std::pin::Pin;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::{Extensions, Method};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
@@ -179,4 +187,82 @@ criterion_group! {
         .measurement_time(Duration::from_secs(2));
     targets = http_stacks, reqwest_stacks, direct_call
 }
-criterion_main!(retry);
+
+/// Runs `stack` `calls` times, for instruction counts.
+fn count(stack: &str, calls: u64) {
+    let rt = runtime();
+    macro_rules! run {
+        ($service:expr, $request:expr) => {{
+            let service = $service;
+            rt.block_on(async {
+                for _ in 0..calls {
+                    black_box(service.clone().oneshot($request).await.unwrap());
+                }
+            })
+        }};
+    }
+    match stack {
+        "http/bare" => run!(service_fn(http_ok::<String>), http_request()),
+        "http/tower_lb" => run!(
+            ServiceBuilder::new()
+                .layer(RetryLayer::new())
+                .service(service_fn(http_ok::<ReplayBody<String>>)),
+            http_request()
+        ),
+        "http/tower_resilience" => run!(
+            ServiceBuilder::new()
+                .layer(
+                    tower_resilience::retry::RetryLayer::<
+                        http::Request<String>,
+                        http::Response<String>,
+                        Infallible,
+                    >::builder()
+                    .max_attempts(3)
+                    .exponential_backoff(Duration::from_millis(25))
+                    .retry_on_response(|response: &http::Response<String>| {
+                        response.status().is_server_error()
+                    })
+                    .build(),
+                )
+                .service(service_fn(http_ok::<String>)),
+            http_request()
+        ),
+        "reqwest/bare" => run!(service_fn(reqwest_ok), reqwest_request()),
+        "reqwest/tower_lb" => run!(
+            ServiceBuilder::new()
+                .layer(RetryLayer::new())
+                .service(service_fn(reqwest_ok)),
+            reqwest_request()
+        ),
+        "reqwest/reqwest_middleware_bare" | "reqwest/reqwest_retry" => {
+            let mut builder = reqwest_middleware::ClientBuilder::new(reqwest::Client::new());
+            if stack.ends_with("retry") {
+                let policy = reqwest_retry::policies::ExponentialBackoff::builder()
+                    .retry_bounds(Duration::from_millis(25), Duration::from_secs(1))
+                    .build_with_max_retries(2);
+                builder = builder.with(reqwest_retry::RetryTransientMiddleware::new_with_policy(
+                    policy,
+                ));
+            }
+            let client = builder.with(terminal).build();
+            rt.block_on(async {
+                for _ in 0..calls {
+                    black_box(client.execute(reqwest_request()).await.unwrap());
+                }
+            })
+        }
+        other => panic!("unknown stack `{other}`"),
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("RETRY_BENCH_COUNT") {
+        let (stack, calls) = spec
+            .split_once(':')
+            .expect("RETRY_BENCH_COUNT=<stack>:<calls>");
+        count(stack, calls.parse().expect("a number of calls"));
+        return;
+    }
+    retry();
+    Criterion::default().configure_from_args().final_summary();
+}

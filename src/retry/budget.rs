@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,11 +141,36 @@ pub(crate) struct ServiceState {
 /// passes arbitrary hosts through must not grow without bound).
 const MAX_SERVICES: usize = 1024;
 
+/// FNV-1a: service names are short, known to the client's owner, and
+/// hashed on every call; SipHash's flooding resistance buys nothing here.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+type ServiceMap = HashMap<Box<str>, Arc<ServiceState>, BuildHasherDefault<Fnv>>;
+
 /// The services seen so far, read without a lock.
 pub(crate) struct Services {
     budget: RetryBudget,
     hedge: Option<Hedge>,
-    map: ArcSwap<HashMap<Box<str>, Arc<ServiceState>>>,
+    map: ArcSwap<ServiceMap>,
     overflow: Arc<Track>,
 }
 
@@ -154,7 +180,7 @@ impl Services {
         Self {
             budget,
             hedge,
-            map: ArcSwap::from_pointee(HashMap::new()),
+            map: ArcSwap::from_pointee(ServiceMap::default()),
             overflow,
         }
     }
@@ -190,7 +216,7 @@ impl Services {
                 found = Some(state.clone());
                 return map.clone();
             }
-            let mut map = HashMap::clone(map);
+            let mut map = ServiceMap::clone(map);
             if map.len() >= MAX_SERVICES {
                 found = None;
                 return Arc::new(map);

@@ -499,19 +499,19 @@ impl<S> Driver<S> {
                 Ok(()) => None,
             };
             let mut wait = self.config.backoff.delay(self.attempts.retries() + 1);
-            if let (None, Ok(response)) = (stop, &finished.result) {
-                if let Some(asked) = retry_after(response.headers(), SystemTime::now()) {
-                    if asked > self.config.max_retry_after {
-                        stop = Some(NotRetried::RetryAfterTooLong(asked));
-                    } else {
-                        wait = wait.max(asked);
-                    }
+            if let (None, Ok(response)) = (stop, &finished.result)
+                && let Some(asked) = retry_after(response.headers(), SystemTime::now())
+            {
+                if asked > self.config.max_retry_after {
+                    stop = Some(NotRetried::RetryAfterTooLong(asked));
+                } else {
+                    wait = wait.max(asked);
                 }
             }
-            if let (None, Some(deadline)) = (stop, self.deadline) {
-                if Instant::now() + wait >= deadline {
-                    stop = Some(NotRetried::Deadline);
-                }
+            if let (None, Some(deadline)) = (stop, self.deadline)
+                && Instant::now() + wait >= deadline
+            {
+                stop = Some(NotRetried::Deadline);
             }
             if stop.is_none() && !self.service.track.withdraw() {
                 stop = Some(NotRetried::BudgetExhausted);

@@ -32,10 +32,10 @@ thread_local! {
 /// ```
 pub fn note_endpoint(endpoint: &Endpoint) {
     NOTED.with(|noted| {
-        if let Ok(mut noted) = noted.try_borrow_mut() {
-            if let Some(slot) = noted.as_mut() {
-                *slot = Some(endpoint.clone());
-            }
+        if let Ok(mut noted) = noted.try_borrow_mut()
+            && let Some(slot) = noted.as_mut()
+        {
+            *slot = Some(endpoint.clone());
         }
     });
 }

@@ -160,10 +160,8 @@ impl Instances {
         let this = self.clone();
         tower::service_fn(move |request: Request| -> BoxFuture {
             let i = this.index(&request);
-            if note {
-                if let Some(endpoint) = request.extensions().get::<Endpoint>() {
-                    tower_lb::retry::note_endpoint(endpoint);
-                }
+            if note && let Some(endpoint) = request.extensions().get::<Endpoint>() {
+                tower_lb::retry::note_endpoint(endpoint);
             }
             let n = this.hits[i].fetch_add(1, Ordering::SeqCst);
             let reply = (this.script)(i, n, request.method());
