@@ -131,6 +131,9 @@ impl<F> Balanced<F> {
         if let Some(extensions) = request.extensions_mut() {
             extensions.insert(endpoint.clone());
         }
+        // A retry layer above learns where this attempt went before it
+        // finishes, so a hedge or a retry after a timeout can avoid it.
+        crate::retry::note_endpoint(endpoint);
         picked.start_timer();
         Ok(Self {
             inner: client.call(request),

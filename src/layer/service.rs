@@ -103,9 +103,15 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let mut cached = cached.clone();
+                // The pick happens later, outside the caller's scope: keep
+                // the scoped avoid set (reqwest requests have no extensions).
+                let scoped = Avoid::with_current(|avoid| avoid.cloned());
                 ResponseFuture::waiting(async move {
                     cached.pool().ready().await?;
-                    let picked = pick_for(&mut cached, &request)?;
+                    let picked = match scoped {
+                        Some(avoid) => avoid.scope(|| pick_for(&mut cached, &request))?,
+                        None => pick_for(&mut cached, &request)?,
+                    };
                     Balanced::dispatch(&mut inner, request, cached.pool(), picked)?.await
                 })
             }

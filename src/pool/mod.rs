@@ -245,7 +245,9 @@ impl Pool {
             index = ramped(members, ctx, &*snapshot.picker, index, window);
         }
         if ctx.avoids_any() && ctx.avoids(members[index].endpoint()) {
-            index = avoiding(members, ctx, &*snapshot.picker).unwrap_or(index);
+            index = avoiding(members, ctx, &*snapshot.picker)
+                .or_else(|| least_recently_avoided(members, ctx))
+                .unwrap_or(index);
         }
         Ok(Picked::new(members[index].clone()))
     }
@@ -384,16 +386,28 @@ fn ramped(
 #[cold]
 fn avoiding(members: &[Member], ctx: &PickContext<'_>, picker: &dyn Picker) -> Option<usize> {
     for _ in 0..2 {
-        if let Some(i) = picker.pick(members, ctx).filter(|&i| i < members.len()) {
-            if !ctx.avoids(members[i].endpoint()) {
-                return Some(i);
-            }
+        if let Some(i) = picker.pick(members, ctx).filter(|&i| i < members.len())
+            && !ctx.avoids(members[i].endpoint())
+        {
+            return Some(i);
         }
     }
     let start = crate::balance::rng::below(members.len());
     (0..members.len())
         .map(|step| (start + step) % members.len())
         .find(|&i| !ctx.avoids(members[i].endpoint()))
+}
+
+/// When every endpoint is avoided: the one avoided longest ago (the first
+/// in the set's order that is still a member), so a call that outlives the
+/// pool's size cycles through the endpoints instead of repeating the last.
+#[cold]
+fn least_recently_avoided(members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+    ctx.avoid?.iter().find_map(|avoided| {
+        members
+            .iter()
+            .position(|m| m.endpoint().same_instance(avoided))
+    })
 }
 
 /// A per-task handle to a [`Pool`] that caches its current endpoint set.

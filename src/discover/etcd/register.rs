@@ -151,10 +151,10 @@ impl Registration {
 /// Deletes the key (watchers see it go at once), then revokes the lease.
 async fn remove(config: &EtcdConfig, key: &str, lease: i64) -> Result<(), EtcdError> {
     let deleted = config.delete(key.as_bytes()).await;
-    if lease != 0 {
-        if let Err(error) = config.lease_revoke(lease).await {
-            tracing::debug!(key, %error, "lease revoke failed; it will expire");
-        }
+    if lease != 0
+        && let Err(error) = config.lease_revoke(lease).await
+    {
+        tracing::debug!(key, %error, "lease revoke failed; it will expire");
     }
     deleted
 }
