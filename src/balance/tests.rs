@@ -401,9 +401,11 @@ fn every_balancer_avoids_tried_endpoints_until_nothing_else_is_left() {
         let ctx = PickContext::new("svc")
             .with_headers(&headers)
             .with_avoid(&avoid);
-        assert!(
-            pool.pick_with(&ctx).is_ok(),
-            "{name}: all avoided must still pick"
+        let picked = pool.pick_with(&ctx).expect("all avoided must still pick");
+        assert_eq!(
+            picked.endpoint().key(),
+            "http://10.0.0.1:80",
+            "{name}: with all avoided, the one avoided longest ago"
         );
     }
 }
