@@ -77,24 +77,16 @@ pub struct Answer {
 /// Sends `GET url` through `client` and reads the whole answer.
 pub async fn send(client: &Client, url: &str) -> Result<Answer, Error> {
     let response = client.clone().oneshot(get_request(url)).await?;
-    let status = response.status();
-    let instance = response
-        .headers()
-        .get("x-instance")
-        .map(|v| v.to_str().expect("an ASCII instance name").to_owned());
-    let endpoint = response.extensions().get::<Endpoint>().cloned();
-    let body = response.text().await.expect("read the body");
-    Ok(Answer {
-        status,
-        instance,
-        endpoint,
-        body,
-    })
+    Ok(read_answer(response).await)
 }
 
 /// Like [`send`], on a `&mut` service: `ready` then `call`.
 pub async fn send_mut(client: &mut Client, url: &str) -> Result<Answer, Error> {
     let response = client.ready().await?.call(get_request(url)).await?;
+    Ok(read_answer(response).await)
+}
+
+async fn read_answer(response: reqwest::Response) -> Answer {
     let status = response.status();
     let instance = response
         .headers()
@@ -102,12 +94,12 @@ pub async fn send_mut(client: &mut Client, url: &str) -> Result<Answer, Error> {
         .map(|v| v.to_str().expect("an ASCII instance name").to_owned());
     let endpoint = response.extensions().get::<Endpoint>().cloned();
     let body = response.text().await.expect("read the body");
-    Ok(Answer {
+    Answer {
         status,
         instance,
         endpoint,
         body,
-    })
+    }
 }
 
 /// Polls `condition` every few milliseconds until it holds; panics with
