@@ -95,7 +95,14 @@ where
                 return Ok(Update::Replace(all));
             };
             if let Some(update) = diff(known, &fetched) {
-                *known = fetched;
+                // After an empty answer (which the pool may refuse), resync
+                // with a full replacement: a diff against nothing would only
+                // insert, and an endpoint dropped meanwhile would never leave.
+                self.known = if fetched.is_empty() {
+                    None
+                } else {
+                    Some(fetched)
+                };
                 return Ok(update);
             }
             if recovered {
@@ -159,5 +166,24 @@ mod tests {
         assert!(
             matches!(diff(&a, &map(&["h:1", "h:3"])), Some(Update::Replace(v)) if v.len() == 2)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_answer_is_followed_by_a_full_resync() {
+        let answers = std::sync::Mutex::new(std::collections::VecDeque::from([
+            vec!["h:1", "h:2"],
+            vec![],
+            vec!["h:1"],
+        ]));
+        let mut poller = Poller::new(Duration::from_millis(10), move || {
+            let next = answers.lock().unwrap().pop_front().unwrap_or_default();
+            let endpoints: Vec<Endpoint> = next.iter().map(|e| Endpoint::new(e).unwrap()).collect();
+            async move { Ok::<_, BoxError>(endpoints) }
+        });
+        assert!(matches!(poller.next_update().await.unwrap(), Update::Replace(v) if v.len() == 2));
+        assert!(matches!(poller.next_update().await.unwrap(), Update::Replace(v) if v.is_empty()));
+        // The pool refused the empty set; the next answer replaces it whole,
+        // so h:2 leaves even though no diff could name it.
+        assert!(matches!(poller.next_update().await.unwrap(), Update::Replace(v) if v.len() == 1));
     }
 }

@@ -1,7 +1,7 @@
 //! The pool driver's record of every endpoint's health, and the decisions
 //! that need the whole pool in view: the ejection cap, panic mode.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -40,6 +40,8 @@ struct Record {
     /// When the last ejection ended: the multiplier decays from then on.
     returned_at: Option<Instant>,
     checked_healthy: bool,
+    /// New, started unhealthy, and not probed yet: one good probe admits it.
+    awaiting_first_check: bool,
     passes: u32,
     failures: u32,
     last_check_error: Option<String>,
@@ -81,8 +83,8 @@ impl HealthBook {
     /// Keeps records for exactly `keys`; new endpoints start healthy, or
     /// unhealthy until checked when the health check says so.
     pub(crate) fn track<'a>(&mut self, keys: impl Iterator<Item = &'a str> + Clone) {
-        self.records
-            .retain(|k, _| keys.clone().any(|key| key == &**k));
+        let current: HashSet<&str> = keys.clone().collect();
+        self.records.retain(|k, _| current.contains(&**k));
         let start_healthy = !self.check.as_ref().is_some_and(|c| c.start_unhealthy);
         for key in keys {
             self.records.entry(key.into()).or_insert_with(|| Record {
@@ -90,6 +92,7 @@ impl HealthBook {
                 times_ejected: 0,
                 returned_at: None,
                 checked_healthy: start_healthy,
+                awaiting_first_check: !start_healthy,
                 passes: 0,
                 failures: 0,
                 last_check_error: None,
@@ -136,7 +139,11 @@ impl HealthBook {
         }
         record.times_ejected += 1;
         let duration = outlier.ejection_time(record.times_ejected);
-        record.ejected_until = Some(now + duration);
+        // A huge ejection time means "until further notice", not a panic.
+        record.ejected_until = Some(
+            now.checked_add(duration)
+                .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600)),
+        );
         tracing::warn!(
             service = %self.service,
             endpoint = key,
@@ -166,14 +173,12 @@ impl HealthBook {
                 record.failures = 0;
                 record.last_check_error = None;
                 // A new endpoint waiting for its first check needs only one.
-                let needed = if record.times_ejected == 0
-                    && record.passes == 1
-                    && record.returned_at.is_none()
-                {
+                let needed = if record.awaiting_first_check {
                     1
                 } else {
                     check.healthy_threshold
                 };
+                record.awaiting_first_check = false;
                 if !record.checked_healthy && record.passes >= needed {
                     record.checked_healthy = true;
                     tracing::info!(service = %self.service, endpoint = key, "endpoint passed its health checks");
@@ -182,6 +187,7 @@ impl HealthBook {
                 }
             }
             Err(error) => {
+                record.awaiting_first_check = false;
                 record.failures += 1;
                 record.passes = 0;
                 if record.checked_healthy && record.failures >= check.unhealthy_threshold {
@@ -273,4 +279,48 @@ impl HealthBook {
 /// How long until `until`, for stats.
 pub(crate) fn remaining(until: Option<Instant>) -> Option<Duration> {
     until.map(|u| u.saturating_duration_since(Instant::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unhealthy_endpoint_needs_the_healthy_threshold_to_return() {
+        let check = HealthCheck::custom(|_| async { Ok::<(), std::io::Error>(()) })
+            .unhealthy_threshold(1)
+            .healthy_threshold(3);
+        let mut book = HealthBook::new("svc".into(), OutlierDetection::new(), Some(check), 0.5);
+        book.track(["h:1"].into_iter());
+        book.on_probe("h:1", Err("down".into()));
+        assert_eq!(book.view("h:1").state, HealthState::Unhealthy);
+        book.on_probe("h:1", Ok(()));
+        book.on_probe("h:1", Ok(()));
+        assert_eq!(book.view("h:1").state, HealthState::Unhealthy);
+        book.on_probe("h:1", Ok(()));
+        assert_eq!(book.view("h:1").state, HealthState::Healthy);
+    }
+
+    #[test]
+    fn a_new_endpoint_started_unhealthy_needs_one_good_probe() {
+        let check = HealthCheck::custom(|_| async { Ok::<(), std::io::Error>(()) })
+            .healthy_threshold(3)
+            .start_unhealthy(true);
+        let mut book = HealthBook::new("svc".into(), OutlierDetection::new(), Some(check), 0.5);
+        book.track(["h:1"].into_iter());
+        assert_eq!(book.view("h:1").state, HealthState::Unhealthy);
+        book.on_probe("h:1", Ok(()));
+        assert_eq!(book.view("h:1").state, HealthState::Healthy);
+    }
+
+    #[test]
+    fn an_endless_ejection_does_not_panic() {
+        let outlier = OutlierDetection::new()
+            .base_ejection_time(Duration::MAX)
+            .max_ejection_time(Duration::MAX);
+        let mut book = HealthBook::new("svc".into(), outlier, None, 0.5);
+        book.track(["h:1", "h:2"].into_iter());
+        assert!(book.on_failing("h:1", "test", Instant::now()).republish);
+        assert_eq!(book.view("h:1").state, HealthState::Ejected);
+    }
 }

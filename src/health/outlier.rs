@@ -161,8 +161,11 @@ impl PassiveMonitor {
     pub(crate) fn record(&self, failed: bool, now_ns: u64) {
         if failed {
             let run = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-            // Exactly at the threshold, so one run of failures sends one event.
-            if run == self.config.consecutive_failures {
+            // At every multiple of the threshold: one event per threshold's
+            // worth of failures, so an endpoint the ejection cap spared is
+            // reported again while it goes on failing.
+            let threshold = self.config.consecutive_failures;
+            if run >= threshold && run % threshold == 0 {
                 self.report(format!("{run} consecutive failures"));
             }
         } else {
@@ -215,5 +218,25 @@ impl PassiveMonitor {
             reason,
             at: Instant::now(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_again_while_failures_go_on() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let monitor =
+            PassiveMonitor::new(OutlierDetection::new().consecutive_failures(3), "h:1", tx);
+        for _ in 0..7 {
+            monitor.record(true, 0);
+        }
+        // At 3 and 6: a refused ejection is asked for again.
+        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 2);
+        monitor.record(false, 0);
+        monitor.record(true, 0);
+        assert!(rx.try_recv().is_err(), "a success starts the count over");
     }
 }

@@ -56,5 +56,5 @@ pub(crate) async fn run(
 fn jittered(interval: Duration) -> Duration {
     // A factor in [0.9, 1.1).
     let factor = 0.9 + 0.2 * (rng::next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    interval.mul_f64(factor)
+    Duration::try_from_secs_f64(interval.as_secs_f64() * factor).unwrap_or(interval)
 }

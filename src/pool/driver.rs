@@ -120,6 +120,9 @@ pub(crate) async fn drive(pool: Weak<Shared>, source: BoxDiscover, config: Drive
         config.panic_threshold,
     );
     let mut members: BTreeMap<Box<str>, Member> = BTreeMap::new();
+    // The pump only stops by panicking (a source bug): health must go on,
+    // or ejections would never end.
+    let mut source_gone = false;
     loop {
         let expiry = book.next_expiry();
         let next_ejection_ends = async {
@@ -129,9 +132,16 @@ pub(crate) async fn drive(pool: Weak<Shared>, source: BoxDiscover, config: Drive
             }
         };
         tokio::select! {
-            event = source_rx.recv() => {
-                let Some(event) = event else { return };
+            event = source_rx.recv(), if !source_gone => {
                 let Some(shared) = pool.upgrade() else { return };
+                let Some(event) = event else {
+                    source_gone = true;
+                    let panicked = std::io::Error::other(
+                        "the discovery source panicked; the endpoint set is frozen",
+                    );
+                    shared.record_error(&panicked, 1, Duration::ZERO);
+                    continue;
+                };
                 match event {
                     SourceEvent::Update(update) => {
                         if shared.apply(&mut members, update, &health_tx, book.outlier()) {

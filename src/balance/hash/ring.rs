@@ -14,13 +14,22 @@ pub(crate) fn build(members: &[Member], points_per_weight: u32) -> Box<[(u64, u3
     if total_weight == 0 {
         return Box::new([]);
     }
-    let per_weight = u64::from(points_per_weight.max(1))
-        .min(MAX_POINTS / total_weight)
-        .max(1);
-    let mut points = Vec::with_capacity((per_weight * total_weight) as usize);
+    let wanted = u64::from(points_per_weight.max(1)).saturating_mul(total_weight);
+    // Within the budget every unit of weight gets its points; over it, each
+    // endpoint gets its share of the budget (at least one point), so memory
+    // stays bounded whatever weights discovery reports.
+    let points_of = |weight: u64| -> u64 {
+        if wanted <= MAX_POINTS {
+            u64::from(points_per_weight.max(1)) * weight
+        } else {
+            ((u128::from(weight) * u128::from(MAX_POINTS)) / u128::from(total_weight)).max(1) as u64
+        }
+    };
+    let capacity = wanted.min(MAX_POINTS + members.len() as u64);
+    let mut points = Vec::with_capacity(capacity as usize);
     for (i, member) in members.iter().enumerate() {
         let key = member.endpoint().key().as_bytes();
-        for replica in 0..per_weight * u64::from(member.weight()) {
+        for replica in 0..points_of(u64::from(member.weight())) {
             points.push((hash_seeded(replica, key), i as u32));
         }
     }
