@@ -165,7 +165,7 @@ impl PassiveMonitor {
             // worth of failures, so an endpoint the ejection cap spared is
             // reported again while it goes on failing.
             let threshold = self.config.consecutive_failures;
-            if run >= threshold && run % threshold == 0 {
+            if run >= threshold && run.is_multiple_of(threshold) {
                 self.report(format!("{run} consecutive failures"));
             }
         } else {
