@@ -78,3 +78,41 @@ async fn ten_thousand_gets_succeed_with_one_instance_dead() {
     );
     stop_all(instances).await;
 }
+
+/// An attempt the retry layer cuts short with its attempt timeout is the
+/// endpoint's failure: a stalled instance is ejected after five of them,
+/// while every call still succeeds elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_cut_short_by_the_attempt_timeout_eject_a_stalled_instance() {
+    let instances = start_instances(3).await;
+    instances[0].set_delay(std::time::Duration::from_secs(30));
+    let pool = Pool::builder("greet", Fixed::new(urls(&instances)).unwrap()).build();
+    let lb = LoadBalanceLayer::builder()
+        .pool(pool.clone())
+        .build()
+        .unwrap();
+    let retry = RetryLayer::builder()
+        .attempt_timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let client = ServiceBuilder::new()
+        .layer(retry)
+        .layer(lb)
+        .service(reqwest_client());
+    for _ in 0..60 {
+        let response = bounded(
+            "a call",
+            client
+                .clone()
+                .oneshot(get_request("http://greet/api/greet?name=stall")),
+        )
+        .await
+        .expect("every call succeeds on another instance");
+        assert_eq!(response.status(), 200);
+    }
+    let stalled = endpoint_stats(&pool, &instances[0].url()).unwrap();
+    assert_eq!(stalled.health, HealthState::Ejected, "{stalled:?}");
+    assert_eq!(stalled.failures, 5, "five timeouts, then no more attempts");
+    assert_eq!(stalled.in_flight, 0);
+    stop_all(instances).await;
+}

@@ -135,6 +135,13 @@ impl<F> Balanced<F> {
         // finishes, so a hedge or a retry after a timeout can avoid it.
         crate::retry::note_endpoint(endpoint);
         picked.start_timer();
+        if let Some(timeout) = crate::retry::attempt_timeout() {
+            // `start_timer` just read the clock; this reads it once more
+            // only under a retry layer with an attempt timeout.
+            if let Some(deadline) = tokio::time::Instant::now().checked_add(timeout) {
+                picked.set_deadline(deadline);
+            }
+        }
         Ok(Self {
             inner: client.call(request),
             picked: Some(picked),

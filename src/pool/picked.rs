@@ -33,6 +33,9 @@ pub struct Picked {
     member: Member,
     /// When the request was sent, once [`Picked::start_timer`] says so.
     started: Option<Instant>,
+    /// Dropped unfinished at or after this, the request timed out: a
+    /// failure of the endpoint, not a caller giving up.
+    deadline: Option<Instant>,
 }
 
 impl Picked {
@@ -41,6 +44,7 @@ impl Picked {
         Self {
             member,
             started: None,
+            deadline: None,
         }
     }
 
@@ -68,15 +72,30 @@ impl Picked {
     }
 
     /// Records the outcome; `failed` says which.
-    pub fn finish(self, failed: bool) {
+    pub fn finish(mut self, failed: bool) {
         let latency = self.started.map(|t| t.elapsed());
         self.member.state().record(latency, failed);
+        self.deadline = None;
         // Drop decrements the in-flight count.
+    }
+
+    /// Sets when an unfinished request counts as timed out: dropped at or
+    /// after `deadline` without an outcome, it is recorded as a failure
+    /// (outlier detection, Peak-EWMA), since a timeout above cut it short.
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
     }
 }
 
 impl Drop for Picked {
     fn drop(&mut self) {
+        if let Some(deadline) = self.deadline {
+            let now = Instant::now();
+            if now >= deadline {
+                let latency = self.started.map(|t| now.saturating_duration_since(t));
+                self.member.state().record(latency, true);
+            }
+        }
         self.member.state().finish();
     }
 }

@@ -23,12 +23,15 @@ use crate::{BoxError, Endpoint, Error};
 /// The response future of [`Retry`](super::Retry).
 pub struct RetryFuture<R> {
     inner: Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 'static>>,
+    /// In effect while polling, for the balancer below (see `observe`).
+    pub(crate) attempt_timeout: Option<Duration>,
 }
 
 impl<R> RetryFuture<R> {
     pub(crate) fn new(inner: impl Future<Output = Result<R, Error>> + Send + 'static) -> Self {
         Self {
             inner: Box::pin(inner),
+            attempt_timeout: None,
         }
     }
 }
@@ -37,7 +40,8 @@ impl<R> Future for RetryFuture<R> {
     type Output = Result<R, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        let timeout = self.attempt_timeout;
+        observe::with_attempt_timeout(timeout, || self.inner.as_mut().poll(cx))
     }
 }
 

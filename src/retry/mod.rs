@@ -79,6 +79,7 @@ pub use backoff::Backoff;
 pub use budget::RetryBudget;
 pub use future::RetryFuture;
 pub use hedge::Hedge;
+pub(crate) use observe::attempt_timeout;
 pub use observe::note_endpoint;
 pub use policy::{AttemptOutcome, Policy, RetryMode};
 pub use replay::{Buffered, DEFAULT_REPLAY_LIMIT, NotReplayable, ReplayBody};
@@ -402,6 +403,11 @@ where
                 state
             }
         });
-        future::start(&self.config, inner, request, mode, service)
+        let timeout = self.config.attempt_timeout;
+        let mut future = observe::with_attempt_timeout(timeout, || {
+            future::start(&self.config, inner, request, mode, service)
+        });
+        future.attempt_timeout = timeout;
+        future
     }
 }

@@ -1,6 +1,7 @@
 //! Where an attempt went, told while it is being dispatched.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
 use crate::Endpoint;
 
@@ -8,6 +9,28 @@ thread_local! {
     /// `Some` while a retry layer dispatches an attempt; then the endpoint
     /// noted for it, if any.
     static NOTED: RefCell<Option<Option<Endpoint>>> = const { RefCell::new(None) };
+
+    /// The per-attempt timeout of the retry layer being polled, so the
+    /// balancer below can tell an attempt cut short by it (the endpoint's
+    /// failure) from one the caller abandoned.
+    static ATTEMPT_TIMEOUT: Cell<Option<Duration>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with `timeout` as the attempt timeout in effect.
+pub(crate) fn with_attempt_timeout<R>(timeout: Option<Duration>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Duration>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ATTEMPT_TIMEOUT.with(|t| t.set(self.0));
+        }
+    }
+    let _restore = Restore(ATTEMPT_TIMEOUT.with(|t| t.replace(timeout)));
+    f()
+}
+
+/// The attempt timeout of the retry layer dispatching the current attempt.
+pub(crate) fn attempt_timeout() -> Option<Duration> {
+    ATTEMPT_TIMEOUT.with(Cell::get)
 }
 
 /// Tells an enclosing retry layer which endpoint the attempt being
