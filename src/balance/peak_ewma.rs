@@ -83,8 +83,8 @@ impl Picker for PeakEwmaPicker {
         if n < 2 {
             return (n == 1).then_some(0);
         }
-        let now = Instant::now();
         let (a, b) = rng::two_distinct(n);
+        let now = members[a].state().recent_now();
         // Plain P2C compares two endpoints; when both are bad (one slow, one
         // refusing connections) the slow one wins: in a pool of three, one
         // time in three. So a candidate still dominated by a failure penalty
@@ -107,13 +107,10 @@ impl Picker for PeakEwmaPicker {
 /// round-trip estimate of the one chosen, so each is computed once.
 #[inline]
 fn stand_in(members: &[Member], candidate: usize, other: usize, now: Instant) -> (usize, f64) {
-    let rtt = members[candidate].state().rtt_estimate_at(now);
-    let penalty = members[candidate]
-        .state()
-        .tracking()
-        .failure_penalty
-        .as_nanos() as f64;
-    let penalized = |rtt: f64| rtt * 2.0 >= penalty;
+    let state = members[candidate].state();
+    let rtt = state.rtt_estimate_at(now);
+    // Every endpoint of a pool shares its tracking settings.
+    let penalized = |rtt: f64| state.is_penalized(rtt);
     if !penalized(rtt) {
         return (candidate, rtt);
     }

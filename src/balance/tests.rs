@@ -21,7 +21,12 @@ fn members(weights: &[u32]) -> Vec<Member> {
                 .unwrap();
             Member::new(
                 endpoint,
-                Arc::new(EndpointState::new(LoadTracking::default(), None, None)),
+                Arc::new(EndpointState::new(
+                    LoadTracking::default(),
+                    None,
+                    None,
+                    Arc::default(),
+                )),
             )
         })
         .collect()

@@ -375,6 +375,7 @@ impl StateFactory<'_> {
             self.shared.tracking,
             self.shared.total_in_flight.clone(),
             passive,
+            self.shared.clock.clone(),
         );
         if self.ramp {
             state.begin_ramp();

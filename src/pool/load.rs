@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::health::PassiveMonitor;
+use crate::pool::clock::PoolClock;
 
 /// What a balancer needs the pool to measure about every endpoint.
 ///
@@ -65,10 +66,15 @@ pub struct EndpointState {
     /// Peak-sensitive round-trip estimate for balancers, `f64` ns bits;
     /// failures count as at least the penalty. 0 = none yet.
     rtt: AtomicU64,
-    /// When the estimates were last updated, in ns since `epoch`.
+    /// When the estimates were last updated, in ns since the clock's epoch.
     stamp: AtomicU64,
-    epoch: Instant,
+    /// Shared by the pool's endpoints.
+    clock: Arc<PoolClock>,
     tracking: LoadTracking,
+    /// `tracking`'s durations as the numbers a pick computes with, converted
+    /// once: a `u128` to `f64` conversion on every pick costs more than the
+    /// rest of the arithmetic.
+    nanos: TrackingNanos,
     pool_in_flight: Option<Arc<AtomicUsize>>,
     /// Outlier detection's counters, when the pool ejects.
     passive: Option<PassiveMonitor>,
@@ -81,6 +87,7 @@ impl EndpointState {
         tracking: LoadTracking,
         pool_in_flight: Option<Arc<AtomicUsize>>,
         passive: Option<PassiveMonitor>,
+        clock: Arc<PoolClock>,
     ) -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
@@ -89,7 +96,8 @@ impl EndpointState {
             latency: AtomicU64::new(0),
             rtt: AtomicU64::new(0),
             stamp: AtomicU64::new(0),
-            epoch: Instant::now(),
+            clock,
+            nanos: TrackingNanos::new(&tracking),
             tracking,
             pool_in_flight,
             passive,
@@ -135,14 +143,14 @@ impl EndpointState {
     pub fn rtt_estimate_at(&self, now: Instant) -> f64 {
         let rtt = f64::from_bits(self.rtt.load(Ordering::Relaxed));
         if rtt == 0.0 {
-            return self.tracking.default_rtt.as_nanos() as f64;
+            return self.nanos.default_rtt;
         }
         let idle = self
             .nanos_at(now)
             .saturating_sub(self.stamp.load(Ordering::Relaxed));
         // A busy endpoint was updated a moment ago: skip the exponential
         // (the error is under 0.1%) and keep the pick in nanoseconds.
-        if u128::from(idle) < self.tracking.decay.as_nanos() / 1024 {
+        if idle < self.nanos.fresh {
             return rtt;
         }
         rtt * self.keep(idle)
@@ -153,7 +161,22 @@ impl EndpointState {
     /// likely been failing fast rather than answering slowly.
     #[inline]
     pub fn is_penalized_at(&self, now: Instant) -> bool {
-        self.rtt_estimate_at(now) * 2.0 >= self.tracking.failure_penalty.as_nanos() as f64
+        self.is_penalized(self.rtt_estimate_at(now))
+    }
+
+    /// Whether a round-trip estimate of this endpoint is dominated by the
+    /// failure penalty (see [`is_penalized_at`](Self::is_penalized_at)).
+    #[inline]
+    pub fn is_penalized(&self, rtt_estimate_nanos: f64) -> bool {
+        rtt_estimate_nanos * 2.0 >= self.nanos.failure_penalty
+    }
+
+    /// A recent time for [`rtt_estimate_at`](Self::rtt_estimate_at): at
+    /// most a few milliseconds old while the pool serves requests, and far
+    /// cheaper to read than the clock (a picker reads it on every pick).
+    #[inline]
+    pub fn recent_now(&self) -> Instant {
+        self.clock.recent()
     }
 
     /// The tracking settings this state was created with.
@@ -186,7 +209,7 @@ impl EndpointState {
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        let now = self.nanos_at(Instant::now());
+        let now = self.clock.now_nanos();
         if let Some(passive) = &self.passive {
             passive.record(failed, now);
         }
@@ -211,7 +234,7 @@ impl EndpointState {
         }
 
         let sample = if failed {
-            sample.max(self.tracking.failure_penalty.as_nanos() as f64)
+            sample.max(self.nanos.failure_penalty)
         } else {
             sample
         };
@@ -228,7 +251,7 @@ impl EndpointState {
 
     /// Starts a slow-start ramp now.
     pub(crate) fn begin_ramp(&self) {
-        let now = self.nanos_at(Instant::now());
+        let now = self.clock.nanos_at(Instant::now());
         self.ramp_from.store(now + 1, Ordering::Relaxed);
     }
 
@@ -254,12 +277,34 @@ impl EndpointState {
     /// The weight an estimate keeps after `elapsed_ns`: `e^(-elapsed/decay)`.
     #[inline]
     fn keep(&self, elapsed_ns: u64) -> f64 {
-        (-(elapsed_ns as f64) / self.tracking.decay.as_nanos().max(1) as f64).exp()
+        (-(elapsed_ns as f64) / self.nanos.decay).exp()
     }
 
     #[inline]
     fn nanos_at(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_nanos() as u64
+        self.clock.nanos_at(now)
+    }
+}
+
+/// [`LoadTracking`]'s durations in nanoseconds, as picks use them.
+#[derive(Debug, Clone, Copy)]
+struct TrackingNanos {
+    decay: f64,
+    /// Idle for less than this, an estimate's decay is under 0.1%: skipped.
+    fresh: u64,
+    default_rtt: f64,
+    failure_penalty: f64,
+}
+
+impl TrackingNanos {
+    fn new(tracking: &LoadTracking) -> Self {
+        let decay = tracking.decay.as_nanos().max(1);
+        Self {
+            decay: decay as f64,
+            fresh: u64::try_from(decay / 1024).unwrap_or(u64::MAX),
+            default_rtt: tracking.default_rtt.as_nanos() as f64,
+            failure_penalty: tracking.failure_penalty.as_nanos() as f64,
+        }
     }
 }
 
@@ -280,7 +325,7 @@ mod tests {
     use super::*;
 
     fn state() -> EndpointState {
-        EndpointState::new(LoadTracking::default(), None, None)
+        EndpointState::new(LoadTracking::default(), None, None, Arc::default())
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! list and the balancer's picker for it), published with `arc-swap`, so a
 //! pick reads the current snapshot without taking a lock.
 
+mod clock;
 mod driver;
 mod load;
 mod member;
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     tracking: LoadTracking,
     /// Requests in flight across the pool, when the balancer asked for it.
     total_in_flight: Option<Arc<AtomicUsize>>,
+    /// The time source of every endpoint's estimates.
+    clock: Arc<clock::PoolClock>,
     /// The slow-start window, if new and returning endpoints ramp up.
     slow_start: Option<Duration>,
     ready_timeout: Duration,
@@ -366,10 +369,8 @@ fn ramped(
     index: usize,
     window: Duration,
 ) -> usize {
-    let fraction = members[index]
-        .state()
-        .ramp_fraction(Instant::now(), window)
-        .max(0.1);
+    let state = members[index].state();
+    let fraction = state.ramp_fraction(state.recent_now(), window).max(0.1);
     if fraction >= 1.0 || (rng::next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= fraction {
         return index;
     }
@@ -566,6 +567,7 @@ impl PoolBuilder {
                 total_in_flight: tracking
                     .total_in_flight
                     .then(|| Arc::new(AtomicUsize::new(0))),
+                clock: Arc::default(),
                 ready_timeout: self.ready_timeout,
                 allow_empty: self.allow_empty,
                 snapshot: Arc::new(ArcSwap::from_pointee(placeholder)),
