@@ -55,14 +55,13 @@ impl Default for LoadTracking {
 /// atomics: requests update them without a lock.
 //
 // Aligned to cache lines so that two endpoints' counters, written by
-// different cores, never share one.
-#[repr(align(64))]
+// different cores, never share one. `repr(C)` keeps the declared order: the
+// first 64 bytes hold everything a pick reads or writes, so a pick touches
+// one line of each endpoint it looks at (it matters at 100,000 endpoints,
+// where every line is a cache miss).
+#[repr(C, align(64))]
 pub struct EndpointState {
     in_flight: AtomicUsize,
-    requests: AtomicU64,
-    failures: AtomicU64,
-    /// Average latency for stats, as `f64` ns bits; 0 = none yet.
-    latency: AtomicU64,
     /// Peak-sensitive round-trip estimate for balancers, `f64` ns bits;
     /// failures count as at least the penalty. 0 = none yet.
     rtt: AtomicU64,
@@ -70,16 +69,21 @@ pub struct EndpointState {
     stamp: AtomicU64,
     /// Shared by the pool's endpoints.
     clock: Arc<PoolClock>,
-    tracking: LoadTracking,
     /// `tracking`'s durations as the numbers a pick computes with, converted
     /// once: a `u128` to `f64` conversion on every pick costs more than the
     /// rest of the arithmetic.
     nanos: TrackingNanos,
+    // -- end of the first cache line --
     pool_in_flight: Option<Arc<AtomicUsize>>,
+    /// Slow start: when the ramp began, in ns since the epoch plus one; 0 = none.
+    ramp_from: AtomicU64,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    /// Average latency for stats, as `f64` ns bits; 0 = none yet.
+    latency: AtomicU64,
+    tracking: LoadTracking,
     /// Outlier detection's counters, when the pool ejects.
     passive: Option<PassiveMonitor>,
-    /// Slow start: when the ramp began, in ns since `epoch` plus one; 0 = none.
-    ramp_from: AtomicU64,
 }
 
 impl EndpointState {
@@ -288,6 +292,7 @@ impl EndpointState {
 
 /// [`LoadTracking`]'s durations in nanoseconds, as picks use them.
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 struct TrackingNanos {
     decay: f64,
     /// Idle for less than this, an estimate's decay is under 0.1%: skipped.
@@ -323,6 +328,11 @@ impl fmt::Debug for EndpointState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_pick_reads_fits_in_the_first_cache_line() {
+        assert_eq!(std::mem::offset_of!(EndpointState, pool_in_flight), 64);
+    }
 
     fn state() -> EndpointState {
         EndpointState::new(LoadTracking::default(), None, None, Arc::default())

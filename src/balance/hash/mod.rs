@@ -232,7 +232,9 @@ impl Lookup {
     #[inline]
     fn start(&self, hash: u64) -> usize {
         match self {
-            Lookup::Maglev(t) => (hash % t.len() as u64) as usize,
+            // The high half of `hash · len`: uniform over the table like
+            // `hash % len`, without a 64-bit division on every pick.
+            Lookup::Maglev(t) => ((u128::from(hash) * t.len() as u128) >> 64) as usize,
             Lookup::Ring(p) => ring::position(p, hash),
         }
     }
@@ -240,7 +242,9 @@ impl Lookup {
     /// The member owning the `step`-th position after `start`.
     #[inline]
     fn member_at(&self, start: usize, step: usize) -> usize {
-        let i = (start + step) % self.len();
+        // Both are below `len`: one subtraction wraps, no division needed.
+        let i = start + step;
+        let i = if i >= self.len() { i - self.len() } else { i };
         match self {
             Lookup::Maglev(t) => t[i] as usize,
             Lookup::Ring(p) => p[i].1 as usize,
