@@ -91,6 +91,31 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> FailureKind {
     FailureKind::Other
 }
 
+/// Whether a client error is the endpoint's failure, to be counted against
+/// it (by balancers, stats and outlier detection). It is, unless the error
+/// is the caller's own: a request the client could not even build (reqwest's
+/// `is_builder`, e.g. a header value it rejects). Ejecting a healthy
+/// instance because one caller sends malformed requests would take capacity
+/// away from everyone else.
+///
+/// ```
+/// use std::io;
+/// use tower_lb::classify::blames_endpoint;
+///
+/// assert!(blames_endpoint(&io::Error::from(io::ErrorKind::ConnectionRefused)));
+/// ```
+pub fn blames_endpoint(error: &(dyn StdError + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        #[cfg(feature = "reqwest")]
+        if let Some(reqwest) = e.downcast_ref::<reqwest::Error>() {
+            return !reqwest.is_builder();
+        }
+        current = e.source();
+    }
+    true
+}
+
 /// Whether another attempt of a request could succeed, and for which
 /// methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +248,24 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("client error")]
     struct Wrapper(#[source] io::Error);
+
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn a_request_the_client_cannot_build_is_the_callers_fault() {
+        let builder = reqwest::Client::new()
+            .get("http://127.0.0.1:1/")
+            .header("x-bad", "line\nbreak")
+            .build()
+            .unwrap_err();
+        assert!(builder.is_builder());
+        assert!(!blames_endpoint(&builder));
+        assert!(!blames_endpoint(&crate::Error::inner_from(
+            None, None, builder
+        )));
+        assert!(blames_endpoint(&Wrapper(io::Error::from(
+            io::ErrorKind::ConnectionReset
+        ))));
+    }
 
     #[test]
     fn finds_the_io_error_in_the_chain() {

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::classify::classify_status;
+use crate::classify::{blames_endpoint, classify_status};
 use crate::pool::Picked;
 use crate::request::{BalancedRequest, BalancedResponse};
 use crate::{BoxError, Error, Pool};
@@ -173,7 +173,13 @@ where
                 Ok(response)
             }
             Err(error) => {
-                picked.failure();
+                let error: BoxError = error.into();
+                if blames_endpoint(&*error) {
+                    picked.failure();
+                } else {
+                    // Counted out of flight with no verdict on the endpoint.
+                    drop(picked);
+                }
                 Err(Error::inner_from(
                     Some(this.service.clone()),
                     Some(endpoint),
