@@ -34,6 +34,7 @@
 //! ```
 
 mod avoid;
+mod fastmod;
 mod hash;
 mod least_request;
 mod peak_ewma;

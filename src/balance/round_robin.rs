@@ -1,5 +1,6 @@
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::balance::fastmod::FastMod;
 use crate::balance::{Balancer, Member, PickContext, Picker, rng};
 
 /// Each endpoint in turn, ignoring weights.
@@ -30,7 +31,11 @@ impl RoundRobin {
 }
 
 struct RoundRobinPicker {
-    next: AtomicUsize,
+    /// 32 bits, so the remainder needs no division: at the wrap, once in
+    /// 4.3 billion picks, the rotation skips ahead once.
+    next: AtomicU32,
+    /// The endpoint count it was built for.
+    modulus: Option<FastMod>,
 }
 
 impl Balancer for RoundRobin {
@@ -45,7 +50,8 @@ impl Balancer for RoundRobin {
             rng::below(members.len())
         };
         Box::new(RoundRobinPicker {
-            next: AtomicUsize::new(start),
+            next: AtomicU32::new(start as u32),
+            modulus: FastMod::new(members.len()),
         })
     }
 }
@@ -57,6 +63,10 @@ impl Picker for RoundRobinPicker {
             return None;
         }
         // Relaxed: the counter orders nothing but itself.
-        Some(self.next.fetch_add(1, Ordering::Relaxed) % members.len())
+        let tick = self.next.fetch_add(1, Ordering::Relaxed);
+        Some(match self.modulus {
+            Some(m) if m.divisor() == members.len() => m.rem(tick),
+            _ => tick as usize % members.len(),
+        })
     }
 }

@@ -2,6 +2,7 @@ use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::balance::fastmod::FastMod;
 use crate::balance::{Balancer, Member, PickContext, Picker, rng};
 
 /// Round robin in proportion to weight, smoothly interleaved.
@@ -55,6 +56,9 @@ enum Table {
 struct WeightedRoundRobinPicker {
     table: Table,
     next: AtomicUsize,
+    /// The schedule's length, for a remainder without division (of the
+    /// tick's low 32 bits: once in 4.3 billion picks the order skips ahead).
+    schedule_len: Option<FastMod>,
 }
 
 impl Balancer for WeightedRoundRobin {
@@ -83,9 +87,14 @@ impl Balancer for WeightedRoundRobin {
             Table::Schedule(s) if !s.is_empty() => rng::below(s.len()),
             _ => rng::next_u64() as usize,
         };
+        let schedule_len = match &table {
+            Table::Schedule(slots) => FastMod::new(slots.len()),
+            Table::Cumulative { .. } => None,
+        };
         Box::new(WeightedRoundRobinPicker {
             table,
             next: AtomicUsize::new(start),
+            schedule_len,
         })
     }
 }
@@ -98,7 +107,13 @@ impl Picker for WeightedRoundRobinPicker {
         }
         let tick = self.next.fetch_add(1, Ordering::Relaxed);
         match &self.table {
-            Table::Schedule(slots) => Some(slots[tick % slots.len()] as usize),
+            Table::Schedule(slots) => {
+                let i = match self.schedule_len {
+                    Some(len) => len.rem(tick as u32),
+                    None => tick % slots.len(),
+                };
+                Some(slots[i] as usize)
+            }
             Table::Cumulative { bounds, total } => {
                 // Fractional part of tick·φ, as a 64-bit fixed-point number:
                 // successive values fill [0, 1) as evenly as any sequence can.

@@ -132,6 +132,11 @@ fn tower_lb(c: &mut Criterion, rt: &Runtime, path: Path) {
             || Arc::new(ConsistentHash::new(HashKey::header(x_user()))),
             false,
         ),
+        (
+            "maglev_path",
+            || Arc::new(ConsistentHash::new(HashKey::Path)),
+            false,
+        ),
     ];
     // Maglev is keyed by the x-user header, cycling through KEYS values.
     let headers: Vec<HeaderMap> = keys()
@@ -142,7 +147,12 @@ fn tower_lb(c: &mut Criterion, rt: &Runtime, path: Path) {
             h
         })
         .collect();
+    let paths = keys();
     for (name, make, weighted) in cases {
+        if name == "maglev_path" {
+            maglev_by_path(c, rt, path, make, &paths);
+            continue;
+        }
         let keyed = (name == "maglev").then_some(&headers[..]);
         let mut group = c.benchmark_group(format!("{}/{name}", path.library()));
         for n in SIZES {
@@ -166,6 +176,36 @@ fn tower_lb(c: &mut Criterion, rt: &Runtime, path: Path) {
         }
         group.finish();
     }
+}
+
+/// Maglev keyed by the request path, handed over as a string: the same
+/// work as pingora's `select(key)`, which takes the key's bytes (the
+/// `maglev` rows add a header lookup, 15-20 ns, to that).
+fn maglev_by_path(
+    c: &mut Criterion,
+    rt: &Runtime,
+    path: Path,
+    make: fn() -> Arc<dyn Balancer>,
+    paths: &[String],
+) {
+    let mut group = c.benchmark_group(format!("{}/maglev_path", path.library()));
+    for n in SIZES {
+        let pool = tower_lb_pool(rt, n, false, make());
+        let mut cached = pool.cached();
+        let mut i = 0;
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| {
+                let ctx = PickContext::new("svc").with_path(&paths[i % KEYS]);
+                i += 1;
+                let picked = match path {
+                    Path::Shared => pool.pick_with(black_box(&ctx)),
+                    Path::Cached => cached.pick_with(black_box(&ctx)),
+                };
+                drop(black_box(picked.unwrap()))
+            });
+        });
+    }
+    group.finish();
 }
 
 /// Two threads pick from one pool at once, 100 endpoints; reports the
