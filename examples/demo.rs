@@ -20,7 +20,8 @@ use greet::GreetServer;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_lb::balance::{
-    Balancer, LeastRequest, LeastRequestMode, Random, RoundRobin, WeightedRoundRobin,
+    Balancer, LeastRequest, LeastRequestMode, PeakEwma, Random, RoundRobin, WeightedLeastRequest,
+    WeightedRandom, WeightedRoundRobin,
 };
 use tower_lb::discover::Fixed;
 use tower_lb::{Endpoint, LoadBalanceLayer};
@@ -68,11 +69,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         layer_with(&endpoints, RoundRobin::new()),
         layer_with(&endpoints, Random::new()),
         layer_with(&endpoints, WeightedRoundRobin::new()),
+        layer_with(&endpoints, WeightedRandom::new()),
         layer_with(&endpoints, LeastRequest::new()),
         layer_with(
             &endpoints,
             LeastRequest::new().mode(LeastRequestMode::FullScan),
         ),
+        layer_with(&endpoints, WeightedLeastRequest::new()),
+        layer_with(&endpoints, PeakEwma::new()),
     ];
     for make_layer in balancers {
         let layer = make_layer();
@@ -98,7 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "\nRound robin and random spread evenly and so wait on the slow instance; \
          least request sends it less because its requests stay in flight longer, \
-         which lowers the mean."
+         and Peak-EWMA, which also weighs each instance's measured latency, least."
     );
     for instance in instances {
         instance.stop().await;
