@@ -858,3 +858,62 @@ fn a_layer_built_outside_a_runtime_starts_discovery_on_first_use() {
         stop_all(instances).await;
     });
 }
+
+/// A pool kept across runtimes (a client in a static, shared by tests that
+/// each run their own runtime): when the runtime its background task ran on
+/// shuts down, the next pick on another runtime starts the task again, and
+/// an incremental update applies to the set it had.
+#[test]
+fn a_pool_outlives_the_runtime_its_task_started_on() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (source, handle) = Push::new();
+    let pool = Pool::builder("svc", source).build();
+    let keys = |pool: &Pool| -> BTreeSet<String> {
+        pool.endpoints()
+            .iter()
+            .map(|e| e.key().to_owned())
+            .collect()
+    };
+
+    let first = runtime();
+    first.block_on(async {
+        handle.replace(["10.0.0.1:80", "10.0.0.2:80"]).unwrap();
+        pool.ready().await.unwrap();
+    });
+    assert_eq!(keys(&pool).len(), 2);
+    drop(first);
+
+    // The first runtime took the task with it; this update waits for the
+    // next one.
+    handle.add("10.0.0.3:80").unwrap();
+    let second = runtime();
+    let seen = second.block_on(async {
+        drop(pool.pick().unwrap());
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while keys(&pool).len() != 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+    });
+    assert!(
+        seen.is_ok(),
+        "the update was never applied: {:?}",
+        keys(&pool)
+    );
+    assert_eq!(
+        keys(&pool),
+        [
+            "http://10.0.0.1:80",
+            "http://10.0.0.2:80",
+            "http://10.0.0.3:80"
+        ]
+        .map(String::from)
+        .into(),
+    );
+}

@@ -68,6 +68,7 @@ impl Backoff {
 }
 
 /// Everything the driver needs besides the pool itself.
+#[derive(Clone)]
 pub(crate) struct DriverConfig {
     pub(crate) backoff: Backoff,
     pub(crate) outlier: OutlierDetection,
@@ -98,7 +99,11 @@ impl Drop for Child {
 pub(crate) async fn drive(pool: Weak<Shared>, source: BoxDiscover, config: DriverConfig) {
     let (source_tx, mut source_rx) = mpsc::unbounded_channel();
     let (health_tx, mut health_rx) = mpsc::unbounded_channel();
-    let _pump = Child(tokio::spawn(pump(source, config.backoff, source_tx)));
+    let home = SourceHome {
+        pool: pool.clone(),
+        source: Some(source),
+    };
+    let _pump = Child(tokio::spawn(pump(home, config.backoff, source_tx)));
     let members_changed = Arc::new(Notify::new());
     let _prober = config.check.clone().map(|check| {
         let weak = pool.clone();
@@ -119,7 +124,13 @@ pub(crate) async fn drive(pool: Weak<Shared>, source: BoxDiscover, config: Drive
         config.check,
         config.panic_threshold,
     );
-    let mut members: BTreeMap<Box<str>, Member> = BTreeMap::new();
+    // Empty on the first start; on a restart (the runtime this task ran on
+    // shut down), the set published before, so incremental updates apply to
+    // it and endpoints keep their load history.
+    let mut members: BTreeMap<Box<str>, Member> = shared_members(&pool);
+    if !members.is_empty() {
+        book.track(members.keys().map(|k| &**k));
+    }
     // The pump only stops by panicking (a source bug): health must go on,
     // or ejections would never end.
     let mut source_gone = false;
@@ -173,9 +184,46 @@ pub(crate) async fn drive(pool: Weak<Shared>, source: BoxDiscover, config: Drive
     }
 }
 
+/// The members of the pool's current snapshot, by key.
+fn shared_members(pool: &Weak<Shared>) -> BTreeMap<Box<str>, Member> {
+    pool.upgrade().map_or_else(BTreeMap::new, |shared| {
+        shared
+            .snapshot
+            .load()
+            .all
+            .iter()
+            .map(|m| (m.endpoint().key().into(), m.clone()))
+            .collect()
+    })
+}
+
+/// Owns the discovery source while the pump runs, and gives it back to the
+/// pool if the pump is dropped while the pool lives on: a runtime that
+/// shuts down drops its tasks, and a client kept across runtimes (one per
+/// test, say) must not be left with a frozen endpoint set.
+struct SourceHome {
+    pool: Weak<Shared>,
+    source: Option<BoxDiscover>,
+}
+
+impl Drop for SourceHome {
+    fn drop(&mut self) {
+        // A source that panicked is not trusted with another start.
+        if std::thread::panicking() {
+            return;
+        }
+        if let (Some(shared), Some(source)) = (self.pool.upgrade(), self.source.take()) {
+            shared.park_source(source);
+        }
+    }
+}
+
 /// Calls the source in a loop and forwards what it says; after an error,
 /// waits out the backoff before calling again.
-async fn pump(mut source: BoxDiscover, backoff: Backoff, events: UnboundedSender<SourceEvent>) {
+async fn pump(mut home: SourceHome, backoff: Backoff, events: UnboundedSender<SourceEvent>) {
+    let Some(source) = home.source.as_mut() else {
+        return;
+    };
     let mut failures = 0u32;
     loop {
         match source.next_update().await {

@@ -92,11 +92,14 @@ pub(crate) struct Shared {
     /// Fast check on the pick path; the slot itself is behind the mutex.
     started: AtomicBool,
     driver: Mutex<DriverSlot>,
+    /// What every start of the background task is given.
+    driver_config: driver::DriverConfig,
 }
 
-/// The source waits here until a tokio runtime is at hand to run it.
+/// The source waits here until a tokio runtime is at hand to run it: before
+/// the first pick, and again after the runtime it ran on shut down.
 enum DriverSlot {
-    Waiting(BoxDiscover, Box<driver::DriverConfig>),
+    Waiting(BoxDiscover),
     Running(AbortHandle),
     Taken,
 }
@@ -345,13 +348,13 @@ impl Pool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let DriverSlot::Waiting(..) = &*slot {
-            let DriverSlot::Waiting(source, config) =
-                std::mem::replace(&mut *slot, DriverSlot::Taken)
+            let DriverSlot::Waiting(source) = std::mem::replace(&mut *slot, DriverSlot::Taken)
             else {
                 unreachable!("checked just above");
             };
             let weak = Arc::downgrade(&self.shared);
-            let task = runtime.spawn(driver::drive(weak, source, *config));
+            let config = self.shared.driver_config.clone();
+            let task = runtime.spawn(driver::drive(weak, source, config));
             *slot = DriverSlot::Running(task.abort_handle());
             self.shared.started.store(true, Ordering::Release);
         }
@@ -575,15 +578,13 @@ impl PoolBuilder {
                 status: Mutex::new(SourceStatus::default()),
                 started: AtomicBool::new(false),
                 slow_start: self.slow_start,
-                driver: Mutex::new(DriverSlot::Waiting(
-                    self.source,
-                    Box::new(driver::DriverConfig {
-                        backoff: self.backoff,
-                        outlier: self.outlier,
-                        check: self.check,
-                        panic_threshold: self.panic_threshold,
-                    }),
-                )),
+                driver: Mutex::new(DriverSlot::Waiting(self.source)),
+                driver_config: driver::DriverConfig {
+                    backoff: self.backoff,
+                    outlier: self.outlier,
+                    check: self.check,
+                    panic_threshold: self.panic_threshold,
+                },
             }),
         };
         pool.ensure_started();
@@ -603,6 +604,15 @@ impl fmt::Debug for PoolBuilder {
 }
 
 impl Shared {
+    /// Takes the source back from a background task that is being dropped
+    /// with the pool still in use (its runtime shut down): the next pick,
+    /// on whatever runtime it runs, starts the task again.
+    pub(crate) fn park_source(&self, source: BoxDiscover) {
+        let mut slot = self.driver.lock().unwrap_or_else(PoisonError::into_inner);
+        *slot = DriverSlot::Waiting(source);
+        self.started.store(false, Ordering::Release);
+    }
+
     /// The source status. Its critical sections cannot panic half-way, so
     /// a poisoned lock still guards consistent data: use it rather than
     /// spreading a panic to every caller.
