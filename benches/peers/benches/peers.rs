@@ -267,39 +267,37 @@ where
 }
 
 fn tower_p2c(c: &mut Criterion) {
-    use tower::balance::p2c::Balance;
-    use tower::discover::ServiceList;
     use tower::load::{CompleteOnResponse, PeakEwma, PendingRequests};
 
     let inner = || tower::service_fn(|req: u32| std::future::ready(Ok::<u32, Infallible>(req)));
 
-    let mut group = c.benchmark_group("tower/p2c_pending_requests");
+    tower_balance(c, "tower/p2c_pending_requests", || {
+        PendingRequests::new(inner(), CompleteOnResponse::default())
+    });
+    tower_balance(c, "tower/p2c_peak_ewma", || {
+        PeakEwma::new(
+            inner(),
+            Duration::from_millis(30),
+            10e9, // decay, ns
+            CompleteOnResponse::default(),
+        )
+    });
+}
+
+/// One group: tower's p2c over `n` services made by `make`, for each size.
+fn tower_balance<S>(c: &mut Criterion, name: &str, make: impl Fn() -> S)
+where
+    S: Service<u32, Error = Infallible> + tower::load::Load,
+    S::Metric: std::fmt::Debug + PartialOrd,
+{
+    use tower::balance::p2c::Balance;
+    use tower::discover::ServiceList;
+
+    let mut group = c.benchmark_group(name);
     for n in SIZES {
-        let services: Vec<_> = (0..n)
-            .map(|_| PendingRequests::new(inner(), CompleteOnResponse::default()))
-            .collect();
+        let services: Vec<S> = (0..n).map(|_| make()).collect();
         let mut balance = Balance::new(ServiceList::new(services));
         // The first poll_ready takes every service from discovery.
-        tower_step(&mut balance, 0);
-        group.bench_function(BenchmarkId::from_parameter(n), |b| {
-            b.iter(|| tower_step(&mut balance, black_box(1)));
-        });
-    }
-    group.finish();
-
-    let mut group = c.benchmark_group("tower/p2c_peak_ewma");
-    for n in SIZES {
-        let services: Vec<_> = (0..n)
-            .map(|_| {
-                PeakEwma::new(
-                    inner(),
-                    Duration::from_millis(30),
-                    10e9, // decay, ns
-                    CompleteOnResponse::default(),
-                )
-            })
-            .collect();
-        let mut balance = Balance::new(ServiceList::new(services));
         tower_step(&mut balance, 0);
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter(|| tower_step(&mut balance, black_box(1)));
