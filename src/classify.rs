@@ -94,9 +94,11 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> FailureKind {
 /// Whether a client error is the endpoint's failure, to be counted against
 /// it (by balancers, stats and outlier detection). It is, unless the error
 /// is the caller's own: a request the client could not even build (reqwest's
-/// `is_builder`, e.g. a header value it rejects). Ejecting a healthy
-/// instance because one caller sends malformed requests would take capacity
-/// away from everyone else.
+/// `is_builder` with no URL to blame, e.g. a header value it rejects).
+/// Ejecting a healthy instance because one caller sends malformed requests
+/// would take capacity away from everyone else. A builder error about the
+/// URL (a scheme the client refuses, as with `https_only`) is about the
+/// endpoint's address, and counts against it.
 ///
 /// ```
 /// use std::io;
@@ -109,7 +111,7 @@ pub fn blames_endpoint(error: &(dyn StdError + 'static)) -> bool {
     while let Some(e) = current {
         #[cfg(feature = "reqwest")]
         if let Some(reqwest) = e.downcast_ref::<reqwest::Error>() {
-            return !reqwest.is_builder();
+            return !reqwest.is_builder() || reqwest.url().is_some();
         }
         current = e.source();
     }
@@ -265,6 +267,17 @@ mod tests {
         assert!(blames_endpoint(&Wrapper(io::Error::from(
             io::ErrorKind::ConnectionReset
         ))));
+    }
+
+    #[cfg(feature = "reqwest")]
+    #[tokio::test]
+    async fn a_url_the_client_refuses_is_the_endpoints_fault() {
+        // https_only against a discovered http:// endpoint: a builder error,
+        // but about the endpoint's address.
+        let client = reqwest::Client::builder().https_only(true).build().unwrap();
+        let error = client.get("http://127.0.0.1:1/").send().await.unwrap_err();
+        assert!(error.is_builder() && error.url().is_some(), "{error:?}");
+        assert!(blames_endpoint(&error));
     }
 
     #[test]

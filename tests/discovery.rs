@@ -886,7 +886,13 @@ fn a_pool_outlives_the_runtime_its_task_started_on() {
         pool.ready().await.unwrap();
     });
     assert_eq!(keys(&pool).len(), 2);
-    drop(first);
+    // As when a #[tokio::test] fails: its runtime is dropped while the
+    // test's panic unwinds (resume_unwind: no panic message printed).
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _runtime = first;
+        std::panic::resume_unwind(Box::new("a failing test"));
+    }));
+    assert!(unwound.is_err());
 
     // The first runtime took the task with it; this update waits for the
     // next one.

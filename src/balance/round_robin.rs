@@ -32,7 +32,8 @@ impl RoundRobin {
 
 struct RoundRobinPicker {
     /// 32 bits, so the remainder needs no division: at the wrap, once in
-    /// 4.3 billion picks, the rotation skips ahead once.
+    /// 4.3 billion picks, the rotation jumps once (an endpoint may be
+    /// picked twice running); the long-run spread is unaffected.
     next: AtomicU32,
     /// The endpoint count it was built for.
     modulus: Option<FastMod>,

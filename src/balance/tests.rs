@@ -414,3 +414,24 @@ fn every_balancer_avoids_tried_endpoints_until_nothing_else_is_left() {
         );
     }
 }
+
+#[test]
+fn raw_integer_custom_keys_spread_like_hashed_ones() {
+    // A user id as it is, no hashing by the user: small integers must not
+    // all land on one endpoint.
+    let by_id = ConsistentHash::new(HashKey::custom(|ctx| ctx.path?.parse().ok()));
+    let members = members(&[1; 10]);
+    let picker = by_id.picker(&members);
+    let mut hits = [0usize; 10];
+    for id in 0..10_000u32 {
+        let path = id.to_string();
+        let ctx = PickContext::new("svc").with_path(&path);
+        hits[picker.pick(&members, &ctx).unwrap()] += 1;
+    }
+    for (i, &n) in hits.iter().enumerate() {
+        assert!(
+            (800..1200).contains(&n),
+            "endpoint {i} got {n} of 10,000: {hits:?}"
+        );
+    }
+}

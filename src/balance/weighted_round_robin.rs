@@ -57,7 +57,7 @@ struct WeightedRoundRobinPicker {
     table: Table,
     next: AtomicUsize,
     /// The schedule's length, for a remainder without division (of the
-    /// tick's low 32 bits: once in 4.3 billion picks the order skips ahead).
+    /// tick's low 32 bits: once in 4.3 billion picks the order jumps).
     schedule_len: Option<FastMod>,
 }
 

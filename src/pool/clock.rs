@@ -59,11 +59,13 @@ impl PoolClock {
     }
 
     /// Makes a reading someone took (in ns since the epoch) the pool's
-    /// recent time, if it is newer by enough to matter.
+    /// recent time, if it differs by enough to matter. Either way: a
+    /// reading taken on another runtime's paused clock may be behind, and
+    /// the recent time must follow it rather than stay in its future.
     #[inline]
     pub(crate) fn publish(&self, now_ns: u64) {
-        if now_ns >= self.recent.load(Ordering::Relaxed) + PUBLISH_EVERY_NS {
-            self.recent.fetch_max(now_ns, Ordering::Relaxed);
+        if now_ns.abs_diff(self.recent.load(Ordering::Relaxed)) >= PUBLISH_EVERY_NS {
+            self.recent.store(now_ns, Ordering::Relaxed);
         }
     }
 
@@ -101,8 +103,9 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         clock.publish(clock.nanos_at(Instant::now()));
         assert_eq!(clock.recent(), Instant::now());
-        // A stale reading never moves it back.
-        clock.publish(0);
+        // A reading within a millisecond changes nothing.
+        let now = clock.nanos_at(Instant::now());
+        clock.publish(now - 1);
         assert_eq!(clock.recent(), Instant::now());
     }
 }

@@ -8,6 +8,8 @@
 //! of the next ejection to end.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -96,13 +98,9 @@ impl Drop for Child {
 
 /// Runs until the pool is dropped: its last handle aborts this task, and
 /// the child tasks go with it.
-pub(crate) async fn drive(pool: Weak<Shared>, source: BoxDiscover, config: DriverConfig) {
+pub(crate) async fn drive(pool: Weak<Shared>, home: SourceHome, config: DriverConfig) {
     let (source_tx, mut source_rx) = mpsc::unbounded_channel();
     let (health_tx, mut health_rx) = mpsc::unbounded_channel();
-    let home = SourceHome {
-        pool: pool.clone(),
-        source: Some(source),
-    };
     let _pump = Child(tokio::spawn(pump(home, config.backoff, source_tx)));
     let members_changed = Arc::new(Notify::new());
     let _prober = config.check.clone().map(|check| {
@@ -197,19 +195,33 @@ fn shared_members(pool: &Weak<Shared>) -> BTreeMap<Box<str>, Member> {
     })
 }
 
-/// Owns the discovery source while the pump runs, and gives it back to the
-/// pool if the pump is dropped while the pool lives on: a runtime that
-/// shuts down drops its tasks, and a client kept across runtimes (one per
-/// test, say) must not be left with a frozen endpoint set.
-struct SourceHome {
+/// Owns the discovery source from the moment the driver is spawned, and
+/// gives it back to the pool if it is dropped while the pool lives on: a
+/// runtime that shuts down drops its tasks (even ones that never ran), and
+/// a client kept across runtimes (one per test, say) must not be left with
+/// a frozen endpoint set. Health state does not survive: ejections in
+/// force end with the task.
+pub(crate) struct SourceHome {
     pool: Weak<Shared>,
     source: Option<BoxDiscover>,
+    /// Set while the source is being polled: still set when the home is
+    /// dropped, the source panicked, and is not trusted with another start.
+    polling: AtomicBool,
+}
+
+impl SourceHome {
+    pub(crate) fn new(pool: Weak<Shared>, source: BoxDiscover) -> Self {
+        Self {
+            pool,
+            source: Some(source),
+            polling: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Drop for SourceHome {
     fn drop(&mut self) {
-        // A source that panicked is not trusted with another start.
-        if std::thread::panicking() {
+        if self.polling.load(Ordering::Relaxed) {
             return;
         }
         if let (Some(shared), Some(source)) = (self.pool.upgrade(), self.source.take()) {
@@ -221,12 +233,23 @@ impl Drop for SourceHome {
 /// Calls the source in a loop and forwards what it says; after an error,
 /// waits out the backoff before calling again.
 async fn pump(mut home: SourceHome, backoff: Backoff, events: UnboundedSender<SourceEvent>) {
-    let Some(source) = home.source.as_mut() else {
+    let SourceHome {
+        source, polling, ..
+    } = &mut home;
+    let Some(source) = source.as_mut() else {
         return;
     };
     let mut failures = 0u32;
     loop {
-        match source.next_update().await {
+        let mut next = std::pin::pin!(source.next_update());
+        let next = std::future::poll_fn(|cx| {
+            polling.store(true, Ordering::Relaxed);
+            let poll = next.as_mut().poll(cx);
+            // Not reached when the poll panics.
+            polling.store(false, Ordering::Relaxed);
+            poll
+        });
+        match next.await {
             Ok(update) => {
                 failures = 0;
                 if events.send(SourceEvent::Update(update)).is_err() {

@@ -175,9 +175,13 @@ impl EndpointState {
         rtt_estimate_nanos * 2.0 >= self.nanos.failure_penalty
     }
 
-    /// A recent time for [`rtt_estimate_at`](Self::rtt_estimate_at): at
-    /// most a few milliseconds old while the pool serves requests, and far
-    /// cheaper to read than the clock (a picker reads it on every pick).
+    /// A recent time for [`rtt_estimate_at`](Self::rtt_estimate_at), far
+    /// cheaper to read than the clock (a picker reads it on every pick):
+    /// the last time a request of the pool finished (within a millisecond),
+    /// or a fresh reading every 16th call on a thread. While requests
+    /// finish it is at most milliseconds old; when none do, it may lag by
+    /// up to 16 picks on this thread (on a paused clock, a pick right after
+    /// `advance` may still see the time before it).
     #[inline]
     pub fn recent_now(&self) -> Instant {
         self.clock.recent()

@@ -342,19 +342,24 @@ impl Pool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut slot = self
-            .shared
-            .driver
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let DriverSlot::Waiting(..) = &*slot {
-            let DriverSlot::Waiting(source) = std::mem::replace(&mut *slot, DriverSlot::Taken)
-            else {
-                unreachable!("checked just above");
-            };
-            let weak = Arc::downgrade(&self.shared);
-            let config = self.shared.driver_config.clone();
-            let task = runtime.spawn(driver::drive(weak, source, config));
+        let source = {
+            let mut slot = self.shared.driver();
+            match std::mem::replace(&mut *slot, DriverSlot::Taken) {
+                DriverSlot::Waiting(source) => source,
+                other => {
+                    *slot = other;
+                    return;
+                }
+            }
+        };
+        // Spawned without the lock: a runtime that is shutting down drops
+        // the task at once, and the source's home parks it back in the slot.
+        let weak = Arc::downgrade(&self.shared);
+        let home = driver::SourceHome::new(weak.clone(), source);
+        let task = runtime.spawn(driver::drive(weak, home, self.shared.driver_config.clone()));
+        let mut slot = self.shared.driver();
+        // Unless the task was dropped (and its source parked) already.
+        if let DriverSlot::Taken = &*slot {
             *slot = DriverSlot::Running(task.abort_handle());
             self.shared.started.store(true, Ordering::Release);
         }
@@ -608,9 +613,14 @@ impl Shared {
     /// with the pool still in use (its runtime shut down): the next pick,
     /// on whatever runtime it runs, starts the task again.
     pub(crate) fn park_source(&self, source: BoxDiscover) {
-        let mut slot = self.driver.lock().unwrap_or_else(PoisonError::into_inner);
-        *slot = DriverSlot::Waiting(source);
+        *self.driver() = DriverSlot::Waiting(source);
         self.started.store(false, Ordering::Release);
+    }
+
+    /// The driver slot. Nothing panics while holding it, so a poisoned
+    /// lock still guards a consistent slot.
+    fn driver(&self) -> MutexGuard<'_, DriverSlot> {
+        self.driver.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The source status. Its critical sections cannot panic half-way, so

@@ -34,7 +34,7 @@ pub(crate) fn hash_seeded(seed: u64, bytes: &[u8]) -> u64 {
 }
 
 /// MurmurHash3's fmix64: every input bit affects every output bit.
-fn mix(mut h: u64) -> u64 {
+pub(crate) fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;

@@ -22,8 +22,9 @@ pub enum HashKey {
     Header(HeaderName),
     /// The request's path.
     Path,
-    /// Anything computed from the request; `None` means no key. Hash the
-    /// bytes with [`hash_bytes`] so keys spread evenly.
+    /// Anything computed from the request; `None` means no key. Any `u64`
+    /// will do (a user id as it is, or [`hash_bytes`] of some bytes): it is
+    /// mixed again before it is placed.
     Custom(KeyFn),
 }
 
@@ -56,7 +57,9 @@ impl HashKey {
         match self {
             HashKey::Header(name) => ctx.headers?.get(name).map(|v| hash_bytes(v.as_bytes())),
             HashKey::Path => ctx.path.map(|p| hash_bytes(p.as_bytes())),
-            HashKey::Custom(f) => f(ctx),
+            // Placement uses the high bits: a raw small integer must be
+            // spread over all 64 first.
+            HashKey::Custom(f) => f(ctx).map(hasher::mix),
         }
     }
 }
