@@ -39,6 +39,13 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The live endpoint set of one logical service. Cheap to clone: clones
 /// share the set. Dropping the last clone stops the background task.
 ///
+/// The background task runs on the tokio runtime of the first pick (or of
+/// the `build` call, inside one). If that runtime shuts down while the pool
+/// is still in use (a client kept in a static across tests, each with its
+/// own runtime), the next pick starts the task again on its own runtime,
+/// with the same source and endpoint set; health state (ejections) starts
+/// afresh.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
