@@ -17,6 +17,8 @@ use std::io;
 
 use http::StatusCode;
 
+use crate::error::chain;
+
 /// What a finished request says about the endpoint that served it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -70,8 +72,7 @@ pub fn classify_status(status: StatusCode) -> Outcome {
 /// The kind of a client error, found by walking its source chain for an
 /// I/O error (reqwest and hyper-util both keep the `io::Error` there).
 pub fn classify_error(error: &(dyn StdError + 'static)) -> FailureKind {
-    let mut current = Some(error);
-    while let Some(e) = current {
+    for e in chain(error) {
         if let Some(io) = e.downcast_ref::<io::Error>() {
             return match io.kind() {
                 io::ErrorKind::ConnectionRefused => FailureKind::ConnectionRefused,
@@ -86,7 +87,6 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> FailureKind {
         if e.downcast_ref::<tokio::time::error::Elapsed>().is_some() {
             return FailureKind::Timeout;
         }
-        current = e.source();
     }
     FailureKind::Other
 }
@@ -107,13 +107,11 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> FailureKind {
 /// assert!(blames_endpoint(&io::Error::from(io::ErrorKind::ConnectionRefused)));
 /// ```
 pub fn blames_endpoint(error: &(dyn StdError + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
+    for e in chain(error) {
         #[cfg(feature = "reqwest")]
         if let Some(reqwest) = e.downcast_ref::<reqwest::Error>() {
             return !reqwest.is_builder() || reqwest.url().is_some();
         }
-        current = e.source();
     }
     true
 }
@@ -178,15 +176,11 @@ pub fn retryable_status(status: StatusCode) -> Retryable {
 /// assert_eq!(retryable_error(&reset), Retryable::IfIdempotent);
 /// ```
 pub fn retryable_error(error: &(dyn StdError + 'static)) -> Retryable {
-    let mut current = Some(error);
-    while let Some(e) = current {
+    for e in chain(error) {
         if let Some(own) = e.downcast_ref::<crate::Error>() {
             match own {
                 // The client's error is further down the chain.
-                crate::Error::Inner { .. } => {
-                    current = e.source();
-                    continue;
-                }
+                crate::Error::Inner { .. } => continue,
                 crate::Error::AttemptTimeout { .. } => return Retryable::IfIdempotent,
                 // No endpoint, bad configuration, or a retry layer's verdict.
                 _ => return Retryable::No,
@@ -221,7 +215,6 @@ pub fn retryable_error(error: &(dyn StdError + 'static)) -> Retryable {
         if let Some(verdict) = by_message(e) {
             return verdict;
         }
-        current = e.source();
     }
     Retryable::No
 }

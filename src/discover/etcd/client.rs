@@ -12,6 +12,7 @@ use serde_json::json;
 use super::EtcdError;
 use super::codec::{self, ErrorBody, WatchLine, b64};
 use crate::Endpoint;
+use crate::error::chain_message;
 
 /// Watch lines longer than this are refused rather than buffered forever.
 const MAX_LINE: usize = 64 * 1024 * 1024;
@@ -317,13 +318,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Http(e) => {
                 // reqwest's own message is terse; its causes say what happened.
-                write!(f, "{e}")?;
-                let mut source = std::error::Error::source(e);
-                while let Some(cause) = source {
-                    write!(f, ": {cause}")?;
-                    source = cause.source();
-                }
-                Ok(())
+                f.write_str(&chain_message(e))
             }
             Failure::Timeout(t) => write!(f, "no answer within {t:?}"),
             Failure::Unavailable(status) => write!(f, "answered {status}"),
