@@ -316,18 +316,7 @@ async fn a_poller_picks_up_a_changed_list() {
     let all = urls(&instances);
     let registry = Arc::new(Mutex::new(all[..2].to_vec()));
     let fetches = Arc::new(AtomicU64::new(0));
-    let source = {
-        let (registry, fetches) = (registry.clone(), fetches.clone());
-        Poller::new(Duration::from_millis(20), move || {
-            let list = registry.lock().unwrap().clone();
-            fetches.fetch_add(1, Ordering::SeqCst);
-            async move {
-                list.iter()
-                    .map(|u| Endpoint::new(u))
-                    .collect::<Result<Vec<_>, _>>()
-            }
-        })
-    };
+    let source = registry_poller(&registry, Duration::from_millis(20), &fetches);
     let client = client_for(source);
     let pool = client.pool("greet").unwrap().clone();
 
@@ -431,6 +420,24 @@ async fn a_failing_source_keeps_the_last_good_set() {
     stop_all(instances).await;
 }
 
+/// A poller over a registry of URLs that counts its fetches.
+fn registry_poller(
+    registry: &Arc<Mutex<Vec<String>>>,
+    every: Duration,
+    fetches: &Arc<AtomicU64>,
+) -> impl Discover {
+    let (registry, fetches) = (registry.clone(), fetches.clone());
+    Poller::new(every, move || {
+        let list = registry.lock().unwrap().clone();
+        fetches.fetch_add(1, Ordering::SeqCst);
+        async move {
+            list.iter()
+                .map(|u| Endpoint::new(u))
+                .collect::<Result<Vec<_>, _>>()
+        }
+    })
+}
+
 /// A poller over a fixed list whose fetch fails while `failing` is set.
 fn failing_poller(all: &[String], failing: &Arc<AtomicBool>) -> impl Discover {
     let (failing, all) = (failing.clone(), all.to_vec());
@@ -522,17 +529,7 @@ async fn a_poller_whose_registry_suddenly_lists_nothing_does_not_empty_the_pool(
     let instances = start_instances(3).await;
     let all = urls(&instances);
     let registry = Arc::new(Mutex::new(all.clone()));
-    let source = {
-        let registry = registry.clone();
-        Poller::new(Duration::from_millis(5), move || {
-            let list = registry.lock().unwrap().clone();
-            async move {
-                list.iter()
-                    .map(|u| Endpoint::new(u))
-                    .collect::<Result<Vec<_>, _>>()
-            }
-        })
-    };
+    let source = registry_poller(&registry, Duration::from_millis(5), &Arc::default());
     let client = client_for(source);
     let pool = client.pool("greet").unwrap().clone();
     answers(&client, 3).await;

@@ -13,6 +13,7 @@ use greet::GreetServer;
 use tower::ServiceBuilder;
 use tower_lb::discover::{Fixed, Push};
 use tower_lb::health::{HealthCheck, HealthState, OutlierDetection};
+use tower_lb::stats::PoolStats;
 use tower_lb::{Error, LoadBalanceLayer, Pool};
 
 const GREET: &str = "http://greet/api/greet?name=health";
@@ -214,23 +215,11 @@ async fn with_three_of_four_failing_the_cap_holds_and_panic_is_reported() {
     let client = client_for(pool.clone());
     for _ in 0..200 {
         let _ = send(&client, GREET).await;
-        let ejected = pool
-            .stats()
-            .endpoints
-            .iter()
-            .filter(|e| e.health == HealthState::Ejected)
-            .count();
+        let ejected = ejected(&pool.stats());
         assert!(ejected <= 2, "{ejected} ejected, over the cap");
     }
     let stats = pool.stats();
-    assert_eq!(
-        stats
-            .endpoints
-            .iter()
-            .filter(|e| e.health == HealthState::Ejected)
-            .count(),
-        2
-    );
+    assert_eq!(ejected(&stats), 2);
     assert!(!stats.panic);
 
     // A cap that allows three: one of four eligible is below 50%, so the
@@ -243,14 +232,7 @@ async fn with_three_of_four_failing_the_cap_holds_and_panic_is_reported() {
         let _ = send(&client, GREET).await;
     }
     let stats = pool.stats();
-    assert_eq!(
-        stats
-            .endpoints
-            .iter()
-            .filter(|e| e.health == HealthState::Ejected)
-            .count(),
-        3
-    );
+    assert_eq!(ejected(&stats), 3);
     assert!(stats.panic, "panic is reported");
     assert!(pool.in_panic());
     assert_eq!(stats.eligible, 4, "in panic every endpoint is eligible");
@@ -303,4 +285,13 @@ async fn slow_start_ramps_a_new_endpoint_up() {
         count(&late)
     );
     stop_all(instances).await;
+}
+
+/// How many of the pool's endpoints are ejected.
+fn ejected(stats: &PoolStats) -> usize {
+    stats
+        .endpoints
+        .iter()
+        .filter(|e| e.health == HealthState::Ejected)
+        .count()
 }

@@ -267,6 +267,38 @@ pub fn key_set(addrs: &[SocketAddr]) -> Vec<String> {
     keys
 }
 
+/// A server's log file, opened twice: for its stdout and its stderr.
+fn log_files(path: &Path) -> Result<(fs::File, fs::File), String> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    Ok((log, log2))
+}
+
+/// Waits until `up` says the server serves, within `limit`; kills it and
+/// returns its log when it exits or the time runs out first.
+fn wait_up(
+    mut proc: Proc,
+    limit: Duration,
+    log: &Path,
+    mut up: impl FnMut() -> bool,
+) -> Result<Proc, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if up() {
+            return Ok(proc);
+        }
+        if proc.exited() || Instant::now() > deadline {
+            proc.kill();
+            return Err(fs::read_to_string(log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 // ---------------------------------------------------------------- etcd
 
 /// An etcd server on free loopback ports with a temporary data directory.
@@ -314,12 +346,7 @@ impl EtcdServer {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(|e| e.to_string())?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let (log, log2) = log_files(&self.log_path())?;
         let client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new(&self.bin)
@@ -340,19 +367,15 @@ impl EtcdServer {
             .stderr(log2)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.bin.display()))?;
-        let mut proc = Proc::new(child, "etcd");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if http_get_contains(self.client_port, "/health", "\"health\":\"true\"") {
-                self.proc = Some(proc);
-                return Ok(());
-            }
-            if proc.exited() || Instant::now() > deadline {
-                proc.kill();
-                return Err(fs::read_to_string(self.log_path()).unwrap_or_default());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let port = self.client_port;
+        let proc = wait_up(
+            Proc::new(child, "etcd"),
+            Duration::from_secs(15),
+            &self.log_path(),
+            || http_get_contains(port, "/health", "\"health\":\"true\""),
+        )?;
+        self.proc = Some(proc);
+        Ok(())
     }
 
     /// Stops etcd cleanly (SIGTERM).
@@ -554,12 +577,7 @@ impl Dnsmasq {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(|e| e.to_string())?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let (log, log2) = log_files(&self.log_path())?;
         let child = Command::new(&self.bin)
             .arg("--no-daemon")
             .arg(format!("--port={}", self.port))
@@ -582,20 +600,16 @@ impl Dnsmasq {
             .stderr(log2)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.bin.display()))?;
-        let mut proc = Proc::new(child, "dnsmasq");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if proc.exited() || Instant::now() > deadline {
-                proc.kill();
-                return Err(fs::read_to_string(self.log_path()).unwrap_or_default());
-            }
+        let addr = self.addr();
+        let proc = wait_up(
+            Proc::new(child, "dnsmasq"),
+            Duration::from_secs(5),
+            &self.log_path(),
             // Bound by dnsmasq once our own bind fails.
-            if UdpSocket::bind(self.addr()).is_err() && TcpListener::bind(self.addr()).is_err() {
-                self.proc = Some(proc);
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            || UdpSocket::bind(addr).is_err() && TcpListener::bind(addr).is_err(),
+        )?;
+        self.proc = Some(proc);
+        Ok(())
     }
 
     /// Restarts with other records (same port, same hosts directory).
