@@ -81,25 +81,26 @@ fn terminal<'a>(
     Box::pin(async { Ok(reqwest::Response::from(http::Response::new(""))) })
 }
 
-fn http_stacks(c: &mut Criterion) {
-    let rt = runtime();
-    let mut group = c.benchmark_group("http");
-
-    let bare = service_fn(http_ok::<String>);
-    group.bench_function("bare", |b| {
-        b.to_async(&rt)
-            .iter(|| async { black_box(bare.oneshot(http_request()).await.unwrap()) })
-    });
-
-    let ours = ServiceBuilder::new()
+/// tower-lb's retry layer over the in-memory http service.
+fn ours_http() -> impl Service<
+    http::Request<String>,
+    Response = http::Response<String>,
+    Error = impl std::fmt::Debug,
+    Future: Send,
+> + Clone {
+    ServiceBuilder::new()
         .layer(RetryLayer::new())
-        .service(service_fn(http_ok::<ReplayBody<String>>));
-    group.bench_function("tower_lb", |b| {
-        b.to_async(&rt)
-            .iter(|| async { black_box(ours.clone().oneshot(http_request()).await.unwrap()) })
-    });
+        .service(service_fn(http_ok::<ReplayBody<String>>))
+}
 
-    let resilience = ServiceBuilder::new()
+/// tower-resilience's retry, configured like ours, over the same service.
+fn resilience_http() -> impl Service<
+    http::Request<String>,
+    Response = http::Response<String>,
+    Error = impl std::fmt::Debug,
+    Future: Send,
+> + Clone {
+    ServiceBuilder::new()
         .layer(
             tower_resilience::retry::RetryLayer::<
                 http::Request<String>,
@@ -113,7 +114,53 @@ fn http_stacks(c: &mut Criterion) {
             })
             .build(),
         )
-        .service(service_fn(http_ok::<String>));
+        .service(service_fn(http_ok::<String>))
+}
+
+/// tower-lb's retry layer over the in-memory reqwest service.
+fn ours_reqwest() -> impl Service<
+    reqwest::Request,
+    Response = reqwest::Response,
+    Error = impl std::fmt::Debug,
+    Future: Send,
+> + Clone {
+    ServiceBuilder::new()
+        .layer(RetryLayer::new())
+        .service(service_fn(reqwest_ok))
+}
+
+/// A reqwest-middleware chain answering in memory, with reqwest-retry's
+/// middleware (configured like ours) when `retry` is set.
+fn middleware_client(retry: bool) -> reqwest_middleware::ClientWithMiddleware {
+    let mut builder = reqwest_middleware::ClientBuilder::new(reqwest::Client::new());
+    if retry {
+        let policy = reqwest_retry::policies::ExponentialBackoff::builder()
+            .retry_bounds(Duration::from_millis(25), Duration::from_secs(1))
+            .build_with_max_retries(2);
+        builder = builder.with(reqwest_retry::RetryTransientMiddleware::new_with_policy(
+            policy,
+        ));
+    }
+    builder.with(terminal).build()
+}
+
+fn http_stacks(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("http");
+
+    let bare = service_fn(http_ok::<String>);
+    group.bench_function("bare", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(bare.oneshot(http_request()).await.unwrap()) })
+    });
+
+    let ours = ours_http();
+    group.bench_function("tower_lb", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(ours.clone().oneshot(http_request()).await.unwrap()) })
+    });
+
+    let resilience = resilience_http();
     group.bench_function("tower_resilience", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(resilience.clone().oneshot(http_request()).await.unwrap()) })
@@ -131,32 +178,19 @@ fn reqwest_stacks(c: &mut Criterion) {
             .iter(|| async { black_box(bare.oneshot(reqwest_request()).await.unwrap()) })
     });
 
-    let ours = ServiceBuilder::new()
-        .layer(RetryLayer::new())
-        .service(service_fn(reqwest_ok));
+    let ours = ours_reqwest();
     group.bench_function("tower_lb", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(ours.clone().oneshot(reqwest_request()).await.unwrap()) })
     });
 
-    let client = reqwest::Client::new();
-    let middleware_bare = reqwest_middleware::ClientBuilder::new(client.clone())
-        .with(terminal)
-        .build();
+    let middleware_bare = middleware_client(false);
     group.bench_function("reqwest_middleware_bare", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(middleware_bare.execute(reqwest_request()).await.unwrap()) })
     });
 
-    let policy = reqwest_retry::policies::ExponentialBackoff::builder()
-        .retry_bounds(Duration::from_millis(25), Duration::from_secs(1))
-        .build_with_max_retries(2);
-    let middleware_retry = reqwest_middleware::ClientBuilder::new(client)
-        .with(reqwest_retry::RetryTransientMiddleware::new_with_policy(
-            policy,
-        ))
-        .with(terminal)
-        .build();
+    let middleware_retry = middleware_client(true);
     group.bench_function("reqwest_retry", |b| {
         b.to_async(&rt).iter(|| async {
             black_box(middleware_retry.execute(reqwest_request()).await.unwrap())
@@ -169,9 +203,7 @@ fn reqwest_stacks(c: &mut Criterion) {
 /// numbers above are not the `oneshot` wrapper's.
 fn direct_call(c: &mut Criterion) {
     let rt = runtime();
-    let mut ours = ServiceBuilder::new()
-        .layer(RetryLayer::new())
-        .service(service_fn(http_ok::<ReplayBody<String>>));
+    let mut ours = ours_http();
     c.bench_function("http/tower_lb_call", |b| {
         b.to_async(&rt).iter(|| {
             let future = ours.call(http_request());
@@ -203,48 +235,12 @@ fn count(stack: &str, calls: u64) {
     }
     match stack {
         "http/bare" => run!(service_fn(http_ok::<String>), http_request()),
-        "http/tower_lb" => run!(
-            ServiceBuilder::new()
-                .layer(RetryLayer::new())
-                .service(service_fn(http_ok::<ReplayBody<String>>)),
-            http_request()
-        ),
-        "http/tower_resilience" => run!(
-            ServiceBuilder::new()
-                .layer(
-                    tower_resilience::retry::RetryLayer::<
-                        http::Request<String>,
-                        http::Response<String>,
-                        Infallible,
-                    >::builder()
-                    .max_attempts(3)
-                    .exponential_backoff(Duration::from_millis(25))
-                    .retry_on_response(|response: &http::Response<String>| {
-                        response.status().is_server_error()
-                    })
-                    .build(),
-                )
-                .service(service_fn(http_ok::<String>)),
-            http_request()
-        ),
+        "http/tower_lb" => run!(ours_http(), http_request()),
+        "http/tower_resilience" => run!(resilience_http(), http_request()),
         "reqwest/bare" => run!(service_fn(reqwest_ok), reqwest_request()),
-        "reqwest/tower_lb" => run!(
-            ServiceBuilder::new()
-                .layer(RetryLayer::new())
-                .service(service_fn(reqwest_ok)),
-            reqwest_request()
-        ),
+        "reqwest/tower_lb" => run!(ours_reqwest(), reqwest_request()),
         "reqwest/reqwest_middleware_bare" | "reqwest/reqwest_retry" => {
-            let mut builder = reqwest_middleware::ClientBuilder::new(reqwest::Client::new());
-            if stack.ends_with("retry") {
-                let policy = reqwest_retry::policies::ExponentialBackoff::builder()
-                    .retry_bounds(Duration::from_millis(25), Duration::from_secs(1))
-                    .build_with_max_retries(2);
-                builder = builder.with(reqwest_retry::RetryTransientMiddleware::new_with_policy(
-                    policy,
-                ));
-            }
-            let client = builder.with(terminal).build();
+            let client = middleware_client(stack.ends_with("retry"));
             rt.block_on(async {
                 for _ in 0..calls {
                     black_box(client.execute(reqwest_request()).await.unwrap());
