@@ -9,6 +9,8 @@
 //! Needs nothing but cargo: the instances listen on 127.0.0.1 ports chosen
 //! by the OS.
 
+#[path = "support/client.rs"]
+mod client;
 #[path = "support/greet.rs"]
 mod greet;
 
@@ -165,12 +167,7 @@ async fn run(layer: LoadBalanceLayer) -> Run {
             let request = reqwest::Request::new(http::Method::GET, url.parse().expect("valid URL"));
             let started = Instant::now();
             let response = client.ready().await?.call(request).await?;
-            let instance = response
-                .headers()
-                .get("x-instance")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?")
-                .to_string();
+            let instance = client::instance_of(&response);
             response.bytes().await.map_err(tower_lb::BoxError::from)?;
             Ok::<_, tower_lb::BoxError>((instance, started.elapsed()))
         }));

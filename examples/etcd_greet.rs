@@ -15,6 +15,8 @@
 //! to see the watch at work. While it runs, `etcdctl get --prefix greet/`
 //! shows the registrations in etcd's Go naming format.
 
+#[path = "support/client.rs"]
+mod client;
 #[path = "support/greet.rs"]
 mod greet;
 
@@ -37,14 +39,7 @@ async fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(error) = run().await {
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            message.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
-        eprintln!("etcd_greet: {message}");
-        std::process::exit(1);
+        client::exit_with("etcd_greet", &*error);
     }
 }
 
@@ -141,12 +136,7 @@ async fn send(
         let url = format!("http://greet/api/greet?name=user{i}").parse()?;
         let request = reqwest::Request::new(http::Method::GET, url);
         let response = client.ready().await?.call(request).await?;
-        let instance = response
-            .headers()
-            .get("x-instance")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("?")
-            .to_string();
+        let instance = client::instance_of(&response);
         *counts.entry(instance).or_insert(0) += 1;
     }
     Ok(counts)

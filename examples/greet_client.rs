@@ -12,6 +12,9 @@
 //!
 //! With no arguments it uses those three addresses.
 
+#[path = "support/client.rs"]
+mod client;
+
 use std::time::Duration;
 
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -22,15 +25,7 @@ use tower_lb::{Endpoint, LoadBalanceLayer};
 #[tokio::main]
 async fn main() {
     if let Err(error) = run().await {
-        // Print the whole chain: "service `greet`: request to ... failed: ... refused".
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            message.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
-        eprintln!("greet_client: {message}");
-        std::process::exit(1);
+        client::exit_with("greet_client", &*error);
     }
 }
 
@@ -60,12 +55,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .get::<Endpoint>()
             .map(|e| e.key().to_string())
             .unwrap_or_default();
-        let instance = response
-            .headers()
-            .get("x-instance")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("?")
-            .to_string();
+        let instance = client::instance_of(&response);
         let body = response.text().await?;
         println!("{body}  <- {instance} at {endpoint}");
     }
