@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::Endpoint;
-use crate::pool::EndpointState;
+use crate::pool::load::EndpointState;
 
 /// One endpoint of a pool's current set, with its live state: what a
 /// [`Picker`](crate::balance::Picker) chooses among.

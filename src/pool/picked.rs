@@ -3,7 +3,7 @@
 use tokio::time::Instant;
 
 use crate::Endpoint;
-use crate::pool::Member;
+use crate::pool::member::Member;
 
 /// An endpoint chosen for one request, counted as in flight until this
 /// value is finished with [`Picked::success`] / [`Picked::failure`] or
