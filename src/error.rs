@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::Endpoint;
 use crate::endpoint::EndpointError;
-use crate::retry::NotReplayable;
+use crate::retry::not_replayable::NotReplayable;
 
 /// A boxed error, the currency of tower middleware and of discovery sources.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -68,5 +68,6 @@ pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind, IntoEndpoint};
 pub use error::{BoxError, Error};
 pub use layer::{LoadBalance, LoadBalanceBuilder, LoadBalanceLayer, ResponseFuture, UnknownHost};
 pub use pool::{CachedPool, DEFAULT_READY_TIMEOUT, Picked, Pool, PoolBuilder};
-pub use request::{BalancedRequest, BalancedResponse, Prepared, ReplayableRequest};
+pub use request::{BalancedRequest, BalancedResponse};
+pub use retry::replayable::{Prepared, ReplayableRequest};
 pub use retry::{Retry, RetryLayer};

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::health::HealthState;
-use crate::pool::Member;
+use crate::pool::member::Member;
 
 /// One pool at one moment. Serializes to JSON with `serde_json`.
 #[derive(Debug, Clone, Serialize)]

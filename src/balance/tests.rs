@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::balance::*;
-use crate::pool::EndpointState;
+use crate::pool::load::EndpointState;
 use crate::{Endpoint, Pool};
 
 fn members(weights: &[u32]) -> Vec<Member> {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::health::{HealthCheck, OutlierDetection};
-use crate::pool::Member;
+use crate::pool::member::Member;
 
 /// Where an endpoint stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -34,7 +34,7 @@
 
 mod book;
 mod check;
-mod outlier;
+pub(crate) mod outlier;
 mod prober;
 
 use tokio::time::Instant;

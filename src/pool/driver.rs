@@ -26,7 +26,9 @@ use crate::error::chain_message;
 use crate::health::{
     Changes, HealthBook, HealthCheck, HealthEvent, OutlierDetection, PassiveMonitor,
 };
-use crate::pool::{EndpointState, Member, Shared, Snapshot};
+use crate::pool::load::EndpointState;
+use crate::pool::member::Member;
+use crate::pool::{Shared, Snapshot};
 
 /// Retry delays for a failing source: exponential, capped, with jitter.
 #[derive(Debug, Clone, Copy)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::health::PassiveMonitor;
+use crate::health::outlier::PassiveMonitor;
 use crate::pool::clock::PoolClock;
 
 /// What a balancer needs the pool to measure about every endpoint.

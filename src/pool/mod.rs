@@ -9,8 +9,8 @@ mod builder;
 mod cached;
 mod clock;
 mod driver;
-mod load;
-mod member;
+pub(crate) mod load;
+pub(crate) mod member;
 mod pick;
 mod picked;
 mod restart;
@@ -27,8 +27,8 @@ use tokio::time::Instant;
 
 pub use builder::PoolBuilder;
 pub use cached::CachedPool;
-pub use load::{EndpointState, LoadTracking};
-pub use member::Member;
+use load::LoadTracking;
+use member::Member;
 pub use picked::Picked;
 use restart::DriverSlot;
 

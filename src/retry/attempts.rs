@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::NotReplayable;
+use super::not_replayable::NotReplayable;
 use crate::Endpoint;
 
 /// How a response came about: put in every response's extensions by the

@@ -13,11 +13,12 @@ use tower_service::Service;
 use super::attempts::{Attempts, NotRetried};
 use super::backoff::retry_after;
 use super::budget::ServiceState;
+use super::not_replayable::NotReplayable;
 use super::policy::{AttemptOutcome, Reason, RetryMode};
-use super::replay::NotReplayable;
+use super::replayable::{Prepared, ReplayableRequest};
 use super::{Config, observe};
 use crate::balance::Avoid;
-use crate::request::{BalancedRequest, BalancedResponse, Prepared, ReplayableRequest};
+use crate::request::{BalancedRequest, BalancedResponse};
 use crate::{BoxError, Endpoint, Error};
 
 /// The response future of [`Retry`](super::Retry).

@@ -62,9 +62,11 @@ mod backoff;
 mod budget;
 mod future;
 mod hedge;
+pub(crate) mod not_replayable;
 mod observe;
 mod policy;
 pub(crate) mod replay;
+pub(crate) mod replayable;
 
 use std::fmt;
 use std::sync::Arc;
@@ -79,14 +81,16 @@ pub use backoff::Backoff;
 pub use budget::RetryBudget;
 pub use future::RetryFuture;
 pub use hedge::Hedge;
+pub use not_replayable::NotReplayable;
 pub(crate) use observe::attempt_timeout;
 pub use observe::note_endpoint;
 pub use policy::{AttemptOutcome, Policy, RetryMode};
-pub use replay::{Buffered, DEFAULT_REPLAY_LIMIT, NotReplayable, ReplayBody};
+pub use replay::{Buffered, DEFAULT_REPLAY_LIMIT, ReplayBody};
 
-use crate::request::{BalancedResponse, ReplayableRequest};
+use crate::request::BalancedResponse;
 use crate::{BoxError, Error};
 use budget::Services;
+use replayable::ReplayableRequest;
 
 /// The default most attempts per call, the first included.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;

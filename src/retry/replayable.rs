@@ -1,0 +1,164 @@
+//! Requests the retry layer can send more than once.
+//!
+//! The retry layer needs one thing more from a request than the
+//! load-balancing layer: to send it again. [`ReplayableRequest`] turns a request into something it can copy per
+//! attempt: `http::Request<B>` bodies are buffered (up to a limit) into a
+//! [`ReplayBody`], `reqwest::Request`s use `try_clone`.
+
+use std::future::Future;
+
+use crate::BoxError;
+use crate::request::BalancedRequest;
+use crate::retry::not_replayable::NotReplayable;
+use crate::retry::replay::{Buffered, ReplayBody};
+
+/// A request the retry layer can send more than once.
+///
+/// [`prepare`](Self::prepare) runs once per call, before the first attempt:
+/// it makes a [`template`](Self::Template) that every attempt is copied
+/// from, or, when the body cannot be kept, gives the request back to be
+/// sent once with the reason. Implemented for `http::Request<B>` (the body
+/// is buffered when its exact length is known and within the limit; every
+/// attempt carries a [`ReplayBody`]) and `reqwest::Request` (in-memory
+/// bodies, through `try_clone`; the limit does not apply, the body is
+/// already in memory).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_lb::BoxError> {
+/// use bytes::Bytes;
+/// use tower_lb::{Prepared, ReplayableRequest};
+///
+/// let request = http::Request::post("http://greet/api").body(String::from("hello"))?;
+/// match request.prepare(64 * 1024).await? {
+///     Prepared::Replayable(template) => {
+///         let first = <http::Request<String>>::replay(&template).expect("copies");
+///         assert_eq!(first.uri(), "http://greet/api");
+///     }
+///     Prepared::Once { reason, .. } => panic!("not replayable: {reason}"),
+/// }
+/// # Ok(()) }
+/// ```
+pub trait ReplayableRequest: BalancedRequest + Sized {
+    /// What each attempt sends to the inner service.
+    type Sent: BalancedRequest;
+
+    /// What the attempts are copied from. It is also the view of the
+    /// request a retry policy's closure sees.
+    type Template: BalancedRequest + Sync;
+
+    /// Makes the template, reading a body of known length up to `limit`
+    /// bytes. Fails only when reading the body fails.
+    fn prepare(
+        self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Prepared<Self::Sent, Self::Template>, BoxError>> + Send;
+
+    /// A copy of the template, ready to send; `None` when it cannot be
+    /// copied after all.
+    fn replay(template: &Self::Template) -> Option<Self::Sent>;
+
+    /// The request as it is, for a call that makes one attempt only.
+    fn once(self) -> Self::Sent;
+}
+
+/// What [`ReplayableRequest::prepare`] made of a request.
+#[derive(Debug)]
+pub enum Prepared<Sent, Template> {
+    /// Every attempt is copied from this template.
+    Replayable(Template),
+    /// The request can be sent once only.
+    Once {
+        /// The request, to send as it is.
+        request: Sent,
+        /// The request without its body, for retry policies to look at.
+        view: Template,
+        /// Why it cannot be sent again.
+        reason: NotReplayable,
+    },
+}
+
+impl<B> ReplayableRequest for http::Request<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Sent = http::Request<ReplayBody<B>>;
+    type Template = http::Request<Buffered>;
+
+    async fn prepare(self, limit: usize) -> Result<Prepared<Self::Sent, Self::Template>, BoxError> {
+        let (parts, body) = self.into_parts();
+        match crate::retry::replay::buffer(body, limit).await? {
+            Ok(buffered) => Ok(Prepared::Replayable(http::Request::from_parts(
+                parts, buffered,
+            ))),
+            Err((body, reason)) => {
+                let view = view_of(&parts);
+                Ok(Prepared::Once {
+                    request: http::Request::from_parts(parts, body),
+                    view,
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn replay(template: &Self::Template) -> Option<Self::Sent> {
+        let mut request = http::Request::new(ReplayBody::from(template.body().clone()));
+        *request.method_mut() = template.method().clone();
+        *request.uri_mut() = template.uri().clone();
+        *request.version_mut() = template.version();
+        *request.headers_mut() = template.headers().clone();
+        *request.extensions_mut() = template.extensions().clone();
+        Some(request)
+    }
+
+    fn once(self) -> Self::Sent {
+        self.map(ReplayBody::streaming)
+    }
+}
+
+/// The request's head with an empty body.
+fn view_of(parts: &http::request::Parts) -> http::Request<Buffered> {
+    let mut view = http::Request::new(Buffered::default());
+    *view.method_mut() = parts.method.clone();
+    *view.uri_mut() = parts.uri.clone();
+    *view.version_mut() = parts.version;
+    *view.headers_mut() = parts.headers.clone();
+    *view.extensions_mut() = parts.extensions.clone();
+    view
+}
+
+#[cfg(feature = "reqwest")]
+impl ReplayableRequest for reqwest::Request {
+    type Sent = reqwest::Request;
+    type Template = reqwest::Request;
+
+    async fn prepare(
+        self,
+        _limit: usize,
+    ) -> Result<Prepared<Self::Sent, Self::Template>, BoxError> {
+        // A body in memory clones; a stream does not.
+        if self.body().is_none_or(|body| body.as_bytes().is_some()) {
+            return Ok(Prepared::Replayable(self));
+        }
+        let mut view = reqwest::Request::new(self.method().clone(), self.url().clone());
+        *view.headers_mut() = self.headers().clone();
+        *view.version_mut() = self.version();
+        *view.timeout_mut() = self.timeout().copied();
+        Ok(Prepared::Once {
+            request: self,
+            view,
+            reason: NotReplayable::Streaming,
+        })
+    }
+
+    fn replay(template: &Self::Template) -> Option<Self::Sent> {
+        template.try_clone()
+    }
+
+    fn once(self) -> Self::Sent {
+        self
+    }
+}
