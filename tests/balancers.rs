@@ -1,22 +1,21 @@
 //! How each balancer spreads real requests over real instances, through the
 //! load-balancing layer wrapping reqwest's client and hyper-util's client.
 
-#[path = "../examples/support/greet.rs"]
-mod greet;
-
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Client, bounded, reqwest_client, send, start_instances, stop_all, urls};
-use greet::GreetServer;
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
+use support::greet::GreetServer;
+use support::instances::{start_instances, stop_all, urls};
+use support::requests::send;
+use support::{Client, bounded, reqwest_client};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_lb::balance::{
     Balancer, LeastRequest, LeastRequestMode, Random, RoundRobin, WeightedRoundRobin,
@@ -243,7 +242,7 @@ async fn least_request_avoids_the_slow_instance(balancer: LeastRequest) {
         "the slow instance got {slow} requests, the fast ones at least {fast_min}: {counts:?}"
     );
     let pool = client.pool("greet").unwrap();
-    assert_eq!(common::total_in_flight(pool), 0);
+    assert_eq!(support::pool::total_in_flight(pool), 0);
     stop_all(instances).await;
 }
 

@@ -2,21 +2,18 @@
 //! push updates under load, polling, failing and empty sources, readiness,
 //! and the pool's background task stopping with its last handle.
 
-#[path = "../examples/support/greet.rs"]
-mod greet;
-
-mod common;
+mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{
-    Client, WAIT, bounded, endpoint_stats, pool_has, reqwest_client, send, start_instances,
-    stop_all, total_in_flight, urls, wait_until,
-};
 use http::StatusCode;
+use support::instances::{start_instances, stop_all, urls};
+use support::pool::{endpoint_stats, pool_has, total_in_flight};
+use support::requests::send;
+use support::{Client, WAIT, bounded, reqwest_client, wait_until};
 use tokio::sync::{mpsc, oneshot};
 use tower::ServiceBuilder;
 use tower_lb::discover::{Discover, Poller, Push, Update};

@@ -8,15 +8,16 @@
 
 #![cfg(all(feature = "dns", feature = "reqwest"))]
 
-#[path = "../examples/support/greet.rs"]
-mod greet;
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use greet::GreetServer;
-use support::{Client, Dnsmasq, WAIT, bounded, greet_n, key_set, keys, reqwest_client, wait_until};
+use support::dnsmasq::Dnsmasq;
+use support::greet::GreetServer;
+use support::pool::{key_set, keys};
+use support::requests::greet_n;
+use support::{Client, bounded, reqwest_client, wait_until};
 use tower::ServiceBuilder;
 use tower_lb::balance::WeightedRoundRobin;
 use tower_lb::discover::Dns;
@@ -67,7 +68,7 @@ async fn a_records_are_balanced_and_a_change_is_seen_after_the_ttl() {
         .name_servers([dns.addr()])
         .min_ttl(Duration::from_millis(100));
     let (pool, client) = client(source);
-    wait_until("both A records are discovered", WAIT, || {
+    wait_until("both A records are discovered", || {
         keys(&pool) == key_set(&[a.addr(), b.addr()])
     })
     .await;
@@ -77,7 +78,7 @@ async fn a_records_are_balanced_and_a_change_is_seen_after_the_ttl() {
     // The record changes; dnsmasq serves it with a 1 s TTL.
     let changed = Instant::now();
     dns.set_hosts(&[("127.0.0.3", "greet.test")]);
-    wait_until("the changed A record is picked up", WAIT, || {
+    wait_until("the changed A record is picked up", || {
         keys(&pool) == key_set(&[c.addr()])
     })
     .await;
@@ -106,7 +107,7 @@ async fn aaaa_and_a_records_are_used_together() {
         .name_servers([dns.addr()]);
     let (pool, client) = client(source);
     bounded("the pool is ready", pool.ready()).await.unwrap();
-    wait_until("both address families are discovered", WAIT, || {
+    wait_until("both address families are discovered", || {
         keys(&pool) == key_set(&[v4.addr(), v6.addr()])
     })
     .await;
@@ -165,14 +166,14 @@ async fn srv_records_give_ports_and_weights_and_only_the_best_priority() {
         srv("node.test", pb, 0, 2),
         srv("node.test", pc, 10, 1),
     ]);
-    wait_until("the changed SRV records are picked up", WAIT, || {
+    wait_until("the changed SRV records are picked up", || {
         weights(&pool) == vec![(pb, 2)]
     })
     .await;
 
     // The preferred group is gone: the fallback takes over.
     dns.restart(&[host, srv("node.test", pc, 10, 1)]);
-    wait_until("the fallback priority group is used", WAIT, || {
+    wait_until("the fallback priority group is used", || {
         weights(&pool) == vec![(pc, 1)]
     })
     .await;
@@ -196,7 +197,7 @@ async fn a_vanished_name_keeps_the_last_good_set_and_shows_stale() {
     bounded("the pool is ready", pool.ready()).await.unwrap();
 
     dns.set_hosts(&[]);
-    wait_until("the missing name shows as stale", WAIT, || {
+    wait_until("the missing name shows as stale", || {
         pool.stats().discovery_stale
     })
     .await;
@@ -209,7 +210,7 @@ async fn a_vanished_name_keeps_the_last_good_set_and_shows_stale() {
     greet_n(&client, "greet", 3).await;
 
     dns.set_hosts(&[("127.0.0.1", "greet.test")]);
-    wait_until("the name is back and the set fresh", WAIT, || {
+    wait_until("the name is back and the set fresh", || {
         !pool.stats().discovery_stale
     })
     .await;

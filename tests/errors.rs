@@ -2,24 +2,21 @@
 //! unknown hosts, bad configuration, a failing inner client; and the
 //! in-flight accounting staying right through drops, failures and 5xx.
 
-#[path = "../examples/support/greet.rs"]
-mod greet;
-
-mod common;
+mod support;
 
 use std::error::Error as StdError;
 use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{
-    Client, bounded, endpoint_stats, reqwest_client, send, start_instances, stop_all,
-    total_in_flight, urls, wait_until,
-};
 use http::StatusCode;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
+use support::instances::{start_instances, stop_all, urls};
+use support::pool::{endpoint_stats, total_in_flight};
+use support::requests::send;
+use support::{Client, bounded, reqwest_client, wait_until};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_lb::discover::Fixed;
 use tower_lb::{Endpoint, Error, LoadBalanceLayer, Pool, UnknownHost};

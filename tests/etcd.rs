@@ -14,19 +14,18 @@
 
 #![cfg(feature = "etcd")]
 
-#[path = "../examples/support/greet.rs"]
-mod greet;
 mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use greet::GreetServer;
-use support::{
-    Client, EtcdServer, WAIT, bounded, greet_n, key, key_set, keys, reqwest_client, spawn_helper,
-    wait_until,
-};
+use support::etcd::EtcdServer;
+use support::greet::GreetServer;
+use support::pool::{key, key_set, keys};
+use support::processes::spawn_helper;
+use support::requests::greet_n;
+use support::{Client, bounded, reqwest_client, wait_until};
 use tower::ServiceBuilder;
 use tower_lb::balance::RoundRobin;
 use tower_lb::discover::etcd::{Etcd, EtcdConfig, Registration};
@@ -125,7 +124,7 @@ async fn instances_register_balance_deregister_and_expire() {
     let c_addr: SocketAddr = c_addr.parse().unwrap();
 
     let (pool, client) = client(&etcd);
-    wait_until("all three instances are discovered", WAIT, || {
+    wait_until("all three instances are discovered", || {
         keys(&pool) == key_set(&[a.addr(), b.addr(), c_addr])
     })
     .await;
@@ -138,7 +137,7 @@ async fn instances_register_balance_deregister_and_expire() {
 
     // b leaves cleanly: gone at once, no more traffic.
     bounded("deregister", reg_b.deregister()).await.unwrap();
-    wait_until("b is gone after deregistering", WAIT, || {
+    wait_until("b is gone after deregistering", || {
         keys(&pool) == key_set(&[a.addr(), c_addr])
     })
     .await;
@@ -150,7 +149,7 @@ async fn instances_register_balance_deregister_and_expire() {
     // c crashes: its key stays until the lease expires, then it goes.
     let killed = Instant::now();
     child.kill();
-    wait_until("c is gone when its lease expires", WAIT, || {
+    wait_until("c is gone when its lease expires", || {
         keys(&pool) == key_set(&[a.addr()])
     })
     .await;
@@ -180,7 +179,7 @@ async fn etcd_restart_keeps_endpoints_and_resumes_the_watch() {
     put_go_style(&etcd, b.addr(), "");
 
     let (pool, client) = client(&etcd);
-    wait_until("a and b are discovered", WAIT, || {
+    wait_until("a and b are discovered", || {
         keys(&pool) == key_set(&[a.addr(), b.addr()])
     })
     .await;
@@ -191,7 +190,7 @@ async fn etcd_restart_keeps_endpoints_and_resumes_the_watch() {
     // lease would rightly expire. A clean stop is tested below, without
     // leases.)
     etcd.kill();
-    wait_until("the pool reports the outage as stale", WAIT, || {
+    wait_until("the pool reports the outage as stale", || {
         pool.stats().discovery_stale
     })
     .await;
@@ -207,12 +206,9 @@ async fn etcd_restart_keeps_endpoints_and_resumes_the_watch() {
     // etcd is back: the watch resumes, the set is fresh again, and a key
     // written now (Go naming format, with a weight) is seen.
     etcd.restart();
-    wait_until("the pool is fresh again", WAIT, || {
-        !pool.stats().discovery_stale
-    })
-    .await;
+    wait_until("the pool is fresh again", || !pool.stats().discovery_stale).await;
     put_go_style(&etcd, c.addr(), r#"{"weight":2,"zone":"z1"}"#);
-    wait_until("c, written after the restart, is discovered", WAIT, || {
+    wait_until("c, written after the restart, is discovered", || {
         keys(&pool) == key_set(&[a.addr(), b.addr(), c.addr()])
     })
     .await;
@@ -229,7 +225,7 @@ async fn etcd_restart_keeps_endpoints_and_resumes_the_watch() {
     assert!(keys(&pool).contains(&key(a.addr())));
 
     etcd.etcdctl(&["del", &format!("greet/{}", b.addr())]);
-    wait_until("b, deleted with etcdctl, is gone", WAIT, || {
+    wait_until("b, deleted with etcdctl, is gone", || {
         keys(&pool) == key_set(&[a.addr(), c.addr()])
     })
     .await;
@@ -276,7 +272,7 @@ async fn malformed_values_are_skipped_and_never_stop_the_watch() {
     // watch goes on (b, written after, is seen).
     etcd.etcdctl(&["put", &format!("greet/{}", a.addr()), "{oops"]);
     put_go_style(&etcd, b.addr(), "");
-    wait_until("b is discovered after the garbage", WAIT, || {
+    wait_until("b is discovered after the garbage", || {
         keys(&pool) == key_set(&[a.addr(), b.addr()])
     })
     .await;
@@ -403,20 +399,17 @@ async fn a_lost_lease_is_registered_again_and_drop_deregisters() {
     let a = GreetServer::start("a").await.unwrap();
     let registration = register(&etcd, &a).await;
     let (pool, _client) = client(&etcd);
-    wait_until("a is discovered", WAIT, || {
-        keys(&pool) == key_set(&[a.addr()])
-    })
-    .await;
+    wait_until("a is discovered", || keys(&pool) == key_set(&[a.addr()])).await;
 
     // Someone revokes the lease: the key goes, the keepalive notices and
     // registers again under a new lease.
     let lease = registration.lease_id().unwrap();
     etcd.etcdctl(&["lease", "revoke", &format!("{lease:x}")]);
-    wait_until("the key is re-registered under a new lease", WAIT, || {
+    wait_until("the key is re-registered under a new lease", || {
         registration.lease_id().is_some_and(|id| id != lease)
     })
     .await;
-    wait_until("a is discovered again", WAIT, || {
+    wait_until("a is discovered again", || {
         keys(&pool) == key_set(&[a.addr()])
     })
     .await;
@@ -425,10 +418,7 @@ async fn a_lost_lease_is_registered_again_and_drop_deregisters() {
     // Dropping the registration deletes the key (best effort, at once).
     let dropped = Instant::now();
     drop(registration);
-    wait_until("a is gone after the drop", WAIT, || {
-        pool.endpoints().is_empty()
-    })
-    .await;
+    wait_until("a is gone after the drop", || pool.endpoints().is_empty()).await;
     assert!(dropped.elapsed() < TTL, "deleted, not expired");
     assert!(etcd.keys("greet/").is_empty());
 }

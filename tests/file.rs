@@ -4,15 +4,16 @@
 
 #![cfg(all(feature = "file", feature = "reqwest"))]
 
-#[path = "../examples/support/greet.rs"]
-mod greet;
 mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use greet::GreetServer;
-use support::{Client, TempDir, WAIT, bounded, greet_n, key_set, keys, reqwest_client, wait_until};
+use support::greet::GreetServer;
+use support::pool::{key_set, keys};
+use support::processes::TempDir;
+use support::requests::greet_n;
+use support::{Client, bounded, reqwest_client, wait_until};
 use tower::ServiceBuilder;
 use tower_lb::discover::JsonFile;
 use tower_lb::{Error, LoadBalanceLayer};
@@ -61,7 +62,7 @@ async fn edits_are_picked_up_and_traffic_follows() {
 
     // A new file renamed into place.
     replace(&path, &list(&[&b, &c]));
-    wait_until("the pool follows the renamed file", WAIT, || {
+    wait_until("the pool follows the renamed file", || {
         keys(&pool) == key_set(&[b.addr(), c.addr()])
     })
     .await;
@@ -73,7 +74,7 @@ async fn edits_are_picked_up_and_traffic_follows() {
     // An in-place write, with weights.
     let text = format!(r#"[{{"addr": "{}", "weight": 3}}, "{}"]"#, a.url(), c.url());
     std::fs::write(&path, text).unwrap();
-    wait_until("the pool follows the edited file", WAIT, || {
+    wait_until("the pool follows the edited file", || {
         keys(&pool) == key_set(&[a.addr(), c.addr()])
     })
     .await;
@@ -99,7 +100,7 @@ async fn a_half_written_file_is_ignored_until_complete() {
     // An editor or script caught mid-write: truncated JSON.
     let full = list(&[&a]);
     std::fs::write(&path, &full[..full.len() / 2]).unwrap();
-    wait_until("the broken file is reported as stale", WAIT, || {
+    wait_until("the broken file is reported as stale", || {
         pool.stats().discovery_stale
     })
     .await;
@@ -124,7 +125,7 @@ async fn a_half_written_file_is_ignored_until_complete() {
 
     // Completed: picked up, no longer stale.
     std::fs::write(&path, &full).unwrap();
-    wait_until("the completed file is picked up", WAIT, || {
+    wait_until("the completed file is picked up", || {
         keys(&pool) == key_set(&[a.addr()]) && !pool.stats().discovery_stale
     })
     .await;
@@ -170,7 +171,7 @@ async fn bad_entries_are_skipped_and_an_empty_list_never_empties_the_pool() {
         &path,
         r#"["bad address", {"addr": "127.0.0.1:1", "weight": 0}]"#,
     );
-    wait_until("the empty replacement is refused", WAIT, || {
+    wait_until("the empty replacement is refused", || {
         pool.stats().discovery_rejected_updates > 0
     })
     .await;
@@ -203,6 +204,6 @@ async fn a_missing_file_fails_readiness_with_its_path_then_recovers() {
     }
 
     replace(&path, &list(&[&a]));
-    wait_until("the file is found once written", WAIT, || pool.is_ready()).await;
+    wait_until("the file is found once written", || pool.is_ready()).await;
     assert_eq!(keys(&pool), key_set(&[a.addr()]));
 }

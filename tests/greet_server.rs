@@ -1,18 +1,17 @@
 //! Tests of the in-process greet backend used by examples, tests and benches.
 
-#[path = "../examples/support/greet.rs"]
-mod greet;
+mod support;
 
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use greet::GreetServer;
 use http_body_util::{BodyExt, Empty};
 use hyper::StatusCode;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use support::greet::GreetServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

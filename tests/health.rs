@@ -2,14 +2,15 @@
 //! killed and failing instances, active health checks, the ejection cap,
 //! panic mode and slow start.
 
-mod common;
-#[path = "../examples/support/greet.rs"]
-mod greet;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
-use greet::GreetServer;
+use support::greet::GreetServer;
+use support::instances::{start_instances, stop_all, urls};
+use support::pool::{endpoint_stats, pool_has};
+use support::requests::send;
+use support::{Client, reqwest_client, wait_until};
 use tower::ServiceBuilder;
 use tower_lb::discover::{Fixed, Push};
 use tower_lb::health::{HealthCheck, HealthState, OutlierDetection};

@@ -2,14 +2,15 @@
 //! instances dead, every request succeeds, and once the dead one is ejected
 //! it sees no more attempts.
 
-mod common;
-#[path = "../examples/support/greet.rs"]
-mod greet;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::*;
+use support::instances::{start_instances, stop_all, urls};
+use support::pool::endpoint_stats;
+use support::requests::get_request;
+use support::{bounded, reqwest_client};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_lb::health::HealthState;
 use tower_lb::retry::RetryLayer;

@@ -2,15 +2,14 @@
 //! slower, one refusing connections. Once warmed up, the slow one must get
 //! under 10% of requests and the refusing one under 2%.
 
-#[path = "../examples/support/greet.rs"]
-mod greet;
+mod support;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use greet::GreetServer;
+use support::greet::GreetServer;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_lb::balance::PeakEwma;

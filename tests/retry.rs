@@ -2,11 +2,7 @@
 //! hyper-util: failover across instances, what a POST may retry, the
 //! budget in a total outage, bodies too large to replay.
 
-#[path = "../examples/support/greet.rs"]
-mod greet;
-
-mod common;
-mod retry_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +23,8 @@ use tower_lb::retry::{
 };
 use tower_lb::{Endpoint, Error, LoadBalance, LoadBalanceLayer};
 
-use greet::GreetServer;
-use retry_support::{no_repeat_in_a_row, refusing_url};
+use support::greet::GreetServer;
+use support::retry::{no_repeat_in_a_row, refusing_url};
 
 /// Bound for any one test's run.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -44,7 +40,7 @@ async fn reqwest_stack(urls: Vec<String>, retry: RetryLayer) -> ReqwestClient {
     ServiceBuilder::new()
         .layer(retry)
         .layer(lb)
-        .service(common::reqwest_client())
+        .service(support::reqwest_client())
 }
 
 fn request(method: Method, body: Option<&'static str>) -> reqwest::Request {

@@ -2,7 +2,7 @@
 //! Retry-After, deadlines, timeouts and hedging, with in-memory instances
 //! behind a real `LoadBalance` layer (round robin).
 
-mod retry_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,7 @@ use tower_lb::retry::{
     RetryMode,
 };
 
-use retry_support::{Instances, Reply, attempts_of, get, no_repeat_in_a_row, percentile, post};
+use support::retry::{Instances, Reply, attempts_of, get, no_repeat_in_a_row, percentile, post};
 
 /// A bound for each test's whole run, on the paused clock (which jumps):
 /// generous, but a hang fails.

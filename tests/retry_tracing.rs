@@ -2,7 +2,7 @@
 //! the endpoint. In a file of its own: a subscriber set for one thread
 //! competes with other tests' threads for tracing's callsite cache.
 
-mod retry_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use http::StatusCode;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_lb::retry::{Hedge, RetryLayer};
 
-use retry_support::{Instances, Reply, attempts_of, get};
+use support::retry::{Instances, Reply, attempts_of, get};
 
 /// Instance 0 of `n` stalls for a second; the others answer in 10 ms.
 fn one_stalls(n: usize) -> Instances {

@@ -1,13 +1,9 @@
 //! Helpers for the retry tests: refusing endpoints, in-memory instances
 //! behind a real `LoadBalance` layer, and checks on `Attempts`.
 
-// Each retry test file uses only some of these.
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{Ipv4Addr, TcpListener};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,13 +16,12 @@ use tower_lb::health::OutlierDetection;
 use tower_lb::retry::{Attempts, ReplayBody};
 use tower_lb::{Endpoint, LoadBalanceLayer, Pool};
 
-/// An address on 127.0.0.1 that refuses connections: bound for a moment
-/// to get a free port, then closed.
+use super::processes::free_port;
+
+/// An address on 127.0.0.1 that refuses connections: a port free at the
+/// time of asking, which nothing listens on.
 pub fn refusing_url() -> String {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
-    let port = listener.local_addr().expect("its address").port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
+    format!("http://127.0.0.1:{}", free_port())
 }
 
 /// The attempts a response carries.
