@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use greet::GreetServer;
 use tokio::sync::Semaphore;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_lb::balance::{
     Balancer, LeastRequest, LeastRequestMode, PeakEwma, Random, RoundRobin, WeightedLeastRequest,
     WeightedRandom, WeightedRoundRobin,
@@ -160,13 +160,13 @@ async fn run(layer: LoadBalanceLayer) -> Run {
     let mut tasks = Vec::with_capacity(REQUESTS);
     for i in 0..REQUESTS {
         let permit = permits.clone().acquire_owned().await.expect("never closed");
-        let mut client = client.clone();
+        let client = client.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let url = format!("http://greet/api/greet?name=caller-{i}");
             let request = reqwest::Request::new(http::Method::GET, url.parse().expect("valid URL"));
             let started = Instant::now();
-            let response = client.ready().await?.call(request).await?;
+            let response = client.oneshot(request).await?;
             let instance = client::instance_of(&response);
             response.bytes().await.map_err(tower_lb::BoxError::from)?;
             Ok::<_, tower_lb::BoxError>((instance, started.elapsed()))

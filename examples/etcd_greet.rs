@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use greet::GreetServer;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_lb::discover::etcd::{Etcd, EtcdConfig, Registration};
 use tower_lb::{LoadBalance, LoadBalanceLayer};
 
@@ -135,7 +135,7 @@ async fn send(
     for i in 0..n {
         let url = format!("http://greet/api/greet?name=user{i}").parse()?;
         let request = reqwest::Request::new(http::Method::GET, url);
-        let response = client.ready().await?.call(request).await?;
+        let response = client.clone().oneshot(request).await?;
         let instance = client::instance_of(&response);
         *counts.entry(instance).or_insert(0) += 1;
     }

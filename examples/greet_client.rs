@@ -49,7 +49,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     for name in ["Alice", "Bob", "Carol", "Dave", "Eve", "Frank"] {
         let url = format!("http://greet/api/greet?name={name}").parse()?;
         let request = reqwest::Request::new(http::Method::GET, url);
-        let response = client.ready().await?.call(request).await?;
+        // The layer serves several request types: name the one sent here.
+        let ready = ServiceExt::<reqwest::Request>::ready(&mut client).await?;
+        let response = ready.call(request).await?;
         let endpoint = response
             .extensions()
             .get::<Endpoint>()

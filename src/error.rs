@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Endpoint;
+use crate::classify::{FailureKind, Retryable, Verdict};
 use crate::endpoint::EndpointError;
 use crate::retry::not_replayable::NotReplayable;
 
@@ -86,13 +87,18 @@ pub enum Error {
         service: Option<Arc<str>>,
         /// The endpoint the request was sent to, when balanced.
         endpoint: Option<Endpoint>,
+        /// The balancer's classifier's verdict on the error, when balanced.
+        verdict: Option<Verdict>,
         /// The client's error, source chain intact.
         #[source]
         source: BoxError,
     },
 
-    /// One attempt took longer than the retry layer's per-attempt timeout
-    /// ([`RetryBuilder::attempt_timeout`](crate::retry::RetryBuilder::attempt_timeout)).
+    /// One attempt took longer than its timeout: the retry layer's
+    /// per-attempt timeout
+    /// ([`RetryBuilder::attempt_timeout`](crate::retry::RetryBuilder::attempt_timeout)),
+    /// or the balancer's own for a request no layer above bounds
+    /// ([`LoadBalanceBuilder::timeout`](crate::LoadBalanceBuilder::timeout)).
     #[error("service `{service}`: attempt{} timed out after {timeout:?}", endpoint.as_ref().map(|e| format!(" to {e}")).unwrap_or_default())]
     AttemptTimeout {
         /// The logical service.
@@ -277,6 +283,21 @@ impl Error {
         }
     }
 
+    /// The classifier's verdict on the (last) attempt's failure: what the
+    /// load-balancing layer judged a client error to be, or, for a timed-out
+    /// attempt, a timeout worth retrying when idempotent. `None` for errors
+    /// no attempt produced (no endpoints, bad configuration).
+    pub fn verdict(&self) -> Option<Verdict> {
+        match self.last_attempt() {
+            Error::Inner { verdict, .. } => *verdict,
+            Error::AttemptTimeout { .. } => Some(Verdict::failure(
+                FailureKind::Timeout,
+                Retryable::IfIdempotent,
+            )),
+            _ => None,
+        }
+    }
+
     /// How many attempts the retry layer made before giving up, for its
     /// own errors.
     pub fn attempts(&self) -> Option<u32> {
@@ -296,6 +317,7 @@ impl Error {
         Error::Inner {
             service,
             endpoint,
+            verdict: None,
             source: source.into(),
         }
     }

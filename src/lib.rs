@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod attempt;
 pub mod balance;
 pub mod classify;
 pub mod discover;
@@ -66,8 +67,12 @@ pub mod stats;
 
 pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind, IntoEndpoint};
 pub use error::{BoxError, Error};
-pub use layer::{LoadBalance, LoadBalanceBuilder, LoadBalanceLayer, ResponseFuture, UnknownHost};
+pub use layer::{
+    BodyGuard, DEFAULT_TIMEOUT, LoadBalance, LoadBalanceBuilder, LoadBalanceLayer, ResponseFuture,
+    TrackBody, TrackedBody, UnknownHost,
+};
 pub use pool::{CachedPool, DEFAULT_READY_TIMEOUT, Picked, Pool, PoolBuilder};
-pub use request::{BalancedRequest, BalancedResponse};
+pub use attempt::AttemptContext;
+pub use request::{BalancedRequest, BalancedResponse, OutgoingRequest, WithExtensions};
 pub use retry::replayable::{Prepared, ReplayableRequest};
 pub use retry::{Retry, RetryLayer};

@@ -60,6 +60,149 @@ pub trait BalancedResponse: Send + 'static {
     fn extensions_mut(&mut self) -> &mut Extensions;
 }
 
+/// A balanced request as the inner client takes it: the request itself for
+/// `http::Request<B>` and `reqwest::Request`, the request inside for a
+/// [`WithExtensions`].
+pub trait OutgoingRequest: BalancedRequest + Sized {
+    /// What the inner client is called with.
+    type Outgoing;
+
+    /// The request to hand to the inner client.
+    fn into_outgoing(self) -> Self::Outgoing;
+}
+
+/// A request with extensions of its own, for request types that keep
+/// theirs private (`reqwest::Request`): how an
+/// [`AttemptContext`](crate::AttemptContext), a
+/// [`RetryMode`](crate::retry::RetryMode) or an
+/// [`Avoid`](crate::balance::Avoid) travels with a `reqwest::Request`
+/// through the layers.
+///
+/// The retry layer sends every attempt of a `reqwest::Request` down as a
+/// `WithExtensions<reqwest::Request>`, and the load-balancing layer unwraps
+/// it before calling the client: a layer in between sees this type.
+/// Send one yourself to give a single request its own say:
+///
+/// ```
+/// use tower_lb::WithExtensions;
+/// use tower_lb::retry::RetryMode;
+///
+/// let request = reqwest::Request::new(http::Method::GET, "http://greet/api/greet".parse()?);
+/// let mut request = WithExtensions::new(request);
+/// request.extensions_mut().insert(RetryMode::Off);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct WithExtensions<R> {
+    request: R,
+    extensions: Extensions,
+}
+
+impl<R> WithExtensions<R> {
+    /// `request`, with empty extensions.
+    pub fn new(request: R) -> Self {
+        Self {
+            request,
+            extensions: Extensions::new(),
+        }
+    }
+
+    /// `request` with `extensions`.
+    pub fn from_parts(request: R, extensions: Extensions) -> Self {
+        Self {
+            request,
+            extensions,
+        }
+    }
+
+    /// The request.
+    pub fn request(&self) -> &R {
+        &self.request
+    }
+
+    /// The request, mutably.
+    pub fn request_mut(&mut self) -> &mut R {
+        &mut self.request
+    }
+
+    /// The extensions.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// The extensions, mutably.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+
+    /// The request and its extensions, apart.
+    pub fn into_parts(self) -> (R, Extensions) {
+        (self.request, self.extensions)
+    }
+}
+
+impl<R: BalancedRequest> BalancedRequest for WithExtensions<R> {
+    #[inline]
+    fn host(&self) -> Option<&str> {
+        self.request.host()
+    }
+
+    fn target(&self) -> String {
+        self.request.target()
+    }
+
+    fn path(&self) -> &str {
+        self.request.path()
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        self.request.headers()
+    }
+
+    fn method(&self) -> &Method {
+        self.request.method()
+    }
+
+    fn route_to(&mut self, endpoint: &Endpoint) -> Result<(), String> {
+        self.request.route_to(endpoint)
+    }
+
+    fn extensions(&self) -> Option<&Extensions> {
+        Some(&self.extensions)
+    }
+
+    fn extensions_mut(&mut self) -> Option<&mut Extensions> {
+        Some(&mut self.extensions)
+    }
+}
+
+impl<R: OutgoingRequest> OutgoingRequest for WithExtensions<R> {
+    type Outgoing = R::Outgoing;
+
+    fn into_outgoing(self) -> Self::Outgoing {
+        self.request.into_outgoing()
+    }
+}
+
+impl<B: Send + 'static> OutgoingRequest for http::Request<B> {
+    type Outgoing = Self;
+
+    #[inline]
+    fn into_outgoing(self) -> Self {
+        self
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl OutgoingRequest for reqwest::Request {
+    type Outgoing = Self;
+
+    #[inline]
+    fn into_outgoing(self) -> Self {
+        self
+    }
+}
+
 impl<B: Send + 'static> BalancedRequest for http::Request<B> {
     #[inline]
     fn host(&self) -> Option<&str> {

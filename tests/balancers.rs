@@ -297,7 +297,10 @@ async fn the_layer_wraps_hyper_util_client() {
     for _ in 0..6 {
         let request = http::Request::get(URL).body(Empty::<Bytes>::new()).unwrap();
         let response = bounded("a hyper request", async {
-            client.ready().await?.call(request).await
+            ServiceExt::<http::Request<Empty<Bytes>>>::ready(&mut client)
+                .await?
+                .call(request)
+                .await
         })
         .await
         .unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use http::{Method, StatusCode};
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_lb::Error;
+use tower_lb::{Error, TrackedBody};
 use tower_lb::retry::{
     Backoff, Hedge, NotReplayable, NotRetried, Policy, RetryBudget, RetryFuture, RetryLayer,
     RetryMode,
@@ -29,9 +29,9 @@ async fn client(
     note: bool,
 ) -> impl Service<
     http::Request<String>,
-    Response = http::Response<String>,
+    Response = http::Response<TrackedBody<String>>,
     Error = Error,
-    Future = RetryFuture<http::Response<String>>,
+    Future = RetryFuture<http::Response<TrackedBody<String>>>,
 >
 + Clone
 + Send
@@ -349,7 +349,7 @@ async fn bodies_above_the_limit_are_sent_once_and_say_so() {
 /// Sends `n` GETs one after another; returns each call's latency.
 async fn latencies(
     client: &(
-         impl Service<http::Request<String>, Response = http::Response<String>, Error = Error> + Clone
+         impl Service<http::Request<String>, Response = http::Response<TrackedBody<String>>, Error = Error> + Clone
      ),
     n: usize,
 ) -> Vec<(Duration, u32)> {

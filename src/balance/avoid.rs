@@ -7,8 +7,10 @@ use crate::Endpoint;
 /// every balancer then picks elsewhere, and falls back to an avoided
 /// endpoint only when nothing else is eligible.
 ///
-/// `reqwest::Request` has no public extensions: for it, call the
-/// load-balancing service inside [`Avoid::scope`] instead.
+/// The retry layer sends it down in each attempt's
+/// [`AttemptContext`](crate::AttemptContext); a set alone in an
+/// `http::Request`'s extensions works too, for a caller steering one
+/// request by hand.
 ///
 /// ```
 /// use tower_lb::Endpoint;
@@ -59,36 +61,4 @@ impl Avoid {
     pub fn iter(&self) -> impl Iterator<Item = &Endpoint> {
         self.endpoints.iter()
     }
-
-    /// Runs `f` with this set in effect for every pick made synchronously
-    /// inside it: the load-balancing service picks in `call`, so calling it
-    /// inside the scope is enough. For request types whose extensions are
-    /// private; a set in the request's extensions takes precedence.
-    ///
-    /// ```
-    /// use tower_lb::Endpoint;
-    /// use tower_lb::balance::Avoid;
-    ///
-    /// let mut avoid = Avoid::new();
-    /// avoid.insert(Endpoint::new("10.0.0.7:8080")?);
-    /// let n = avoid.scope(|| Avoid::with_current(|a| a.map_or(0, Avoid::len)));
-    /// assert_eq!(n, 1);
-    /// # Ok::<(), tower_lb::EndpointError>(())
-    /// ```
-    pub fn scope<R>(self, f: impl FnOnce() -> R) -> R {
-        SCOPED.sync_scope(self, f)
-    }
-
-    /// Calls `f` with the set of the enclosing [`Avoid::scope`], if any.
-    pub fn with_current<R>(f: impl FnOnce(Option<&Avoid>) -> R) -> R {
-        let mut f = Some(f);
-        match SCOPED.try_with(|avoid| (f.take().expect("called once"))(Some(avoid))) {
-            Ok(result) => result,
-            Err(_) => (f.take().expect("not called when out of scope"))(None),
-        }
-    }
-}
-
-tokio::task_local! {
-    static SCOPED: Avoid;
 }

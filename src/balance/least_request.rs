@@ -1,4 +1,4 @@
-use crate::balance::{Balancer, Member, PickContext, Picker, rng};
+use crate::balance::{Balancer, Member, PickContext, Picker};
 
 /// The endpoint with the fewest requests in flight from this client.
 ///
@@ -65,12 +65,12 @@ impl Balancer for LeastRequest {
 
 impl Picker for TwoChoices {
     #[inline]
-    fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
         match members.len() {
             0 => None,
             1 => Some(0),
             n => {
-                let (a, b) = rng::two_distinct(n);
+                let (a, b) = ctx.random_pair(n);
                 let (la, lb) = (
                     members[a].state().in_flight(),
                     members[b].state().in_flight(),
@@ -83,14 +83,14 @@ impl Picker for TwoChoices {
 }
 
 impl Picker for FullScan {
-    fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
         let n = members.len();
         if n == 0 {
             return None;
         }
         // Starting the scan at a random place and keeping the first minimum
         // breaks ties at random without a second pass.
-        let start = rng::below(n);
+        let start = ctx.random_below(n);
         let mut best = start;
         let mut best_load = members[start].state().in_flight();
         for step in 1..n {

@@ -110,6 +110,9 @@ pub struct PickContext<'a> {
     /// Requests in flight across the pool, filled in by the pool when the
     /// balancer asked for it ([`LoadTracking::total_in_flight`]).
     pub total_in_flight: Option<usize>,
+    /// The pool's seeded sequence, when it has one (see
+    /// [`PoolBuilder::seed`](crate::PoolBuilder::seed)).
+    pub(crate) rng: Option<&'a rng::SeededRng>,
 }
 
 impl<'a> PickContext<'a> {
@@ -121,6 +124,7 @@ impl<'a> PickContext<'a> {
             headers: None,
             avoid: None,
             total_in_flight: None,
+            rng: None,
         }
     }
 
@@ -152,6 +156,31 @@ impl<'a> PickContext<'a> {
     #[inline]
     pub fn avoids_any(&self) -> bool {
         self.avoid.is_some_and(|a| !a.is_empty())
+    }
+
+    /// A random 64-bit value for this pick: from the pool's seeded
+    /// sequence when the pool was given a seed (so a run repeats exactly),
+    /// otherwise from a fast per-thread generator. A picker of your own
+    /// should draw from here too.
+    #[inline]
+    pub fn random_u64(&self) -> u64 {
+        rng::next_from(self.rng)
+    }
+
+    /// A random index in `0..n`; `n` must be above zero.
+    #[inline]
+    pub fn random_below(&self, n: usize) -> usize {
+        rng::below_from(self.rng, n)
+    }
+
+    /// Two distinct random indices in `0..n`; `n` must be at least 2.
+    #[inline]
+    pub fn random_pair(&self, n: usize) -> (usize, usize) {
+        debug_assert!(n >= 2);
+        let a = self.random_below(n);
+        // Draw from the n-1 other slots so the pair is never the same endpoint.
+        let b = (a + 1 + self.random_below(n - 1)) % n;
+        (a, b)
     }
 }
 

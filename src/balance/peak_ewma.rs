@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::balance::{Balancer, LoadTracking, Member, PickContext, Picker, rng};
+use crate::balance::{Balancer, LoadTracking, Member, PickContext, Picker};
 
 /// Peak-EWMA with two random choices: Finagle's and Linkerd's default.
 ///
@@ -78,12 +78,12 @@ const MAX_SKIP: usize = 8;
 
 impl Picker for PeakEwmaPicker {
     #[inline]
-    fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
         let n = members.len();
         if n < 2 {
             return (n == 1).then_some(0);
         }
-        let (a, b) = rng::two_distinct(n);
+        let (a, b) = ctx.random_pair(n);
         let now = members[a].state().recent_now();
         // Plain P2C compares two endpoints; when both are bad (one slow, one
         // refusing connections) the slow one wins: in a pool of three, one

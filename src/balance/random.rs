@@ -1,4 +1,4 @@
-use crate::balance::{Balancer, Member, PickContext, Picker, rng};
+use crate::balance::{Balancer, Member, PickContext, Picker};
 
 /// A uniformly random endpoint, ignoring weights and load.
 ///
@@ -31,7 +31,7 @@ impl Balancer for Random {
 
 impl Picker for RandomPicker {
     #[inline]
-    fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
-        (!members.is_empty()).then(|| rng::below(members.len()))
+    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+        (!members.is_empty()).then(|| ctx.random_below(members.len()))
     }
 }

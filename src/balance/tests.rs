@@ -26,6 +26,7 @@ fn members(weights: &[u32]) -> Vec<Member> {
                     None,
                     None,
                     Arc::default(),
+                    None,
                 )),
             )
         })

@@ -38,8 +38,8 @@ struct WeightedTwoChoices {
 
 impl Picker for WeightedTwoChoices {
     #[inline]
-    fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
-        let a = self.draws.sample()?;
+    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+        let a = self.draws.sample(ctx)?;
         if members.len() == 1 {
             return Some(a);
         }
@@ -47,7 +47,7 @@ impl Picker for WeightedTwoChoices {
         // suffice unless one weight dwarfs the rest, and then its neighbour
         // is as good a second opinion as any.
         let b = (0..8)
-            .filter_map(|_| self.draws.sample())
+            .filter_map(|_| self.draws.sample(ctx))
             .find(|&b| b != a)
             .unwrap_or((a + 1) % members.len());
         let (ma, mb) = (&members[a], &members[b]);

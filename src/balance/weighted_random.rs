@@ -1,4 +1,4 @@
-use crate::balance::{Balancer, Member, PickContext, Picker, rng};
+use crate::balance::{Balancer, Member, PickContext, Picker};
 
 /// A random endpoint, chosen in proportion to weight.
 ///
@@ -81,12 +81,12 @@ impl AliasTable {
     }
 
     #[inline]
-    pub(crate) fn sample(&self) -> Option<usize> {
+    pub(crate) fn sample(&self, ctx: &PickContext<'_>) -> Option<usize> {
         if self.keep.is_empty() {
             return None;
         }
-        let column = rng::below(self.keep.len());
-        let coin = rng::next_u64() as u32;
+        let column = ctx.random_below(self.keep.len());
+        let coin = ctx.random_u64() as u32;
         Some(if coin < self.keep[column] {
             column
         } else {
@@ -97,9 +97,9 @@ impl AliasTable {
 
 impl Picker for AliasTable {
     #[inline]
-    fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
         debug_assert_eq!(members.len(), self.keep.len());
-        self.sample()
+        self.sample(ctx)
     }
 }
 
@@ -114,7 +114,7 @@ mod tests {
         let mut counts = [0u32; 5];
         let draws = 1_000_000;
         for _ in 0..draws {
-            counts[table.sample().unwrap()] += 1;
+            counts[table.sample(&PickContext::new("t")).unwrap()] += 1;
         }
         let total: u32 = weights.iter().sum();
         for (i, &w) in weights.iter().enumerate() {

@@ -8,7 +8,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
 use crate::Endpoint;
-use crate::balance::rng;
+use crate::balance::rng::{self, SeededRng};
 use crate::health::check::ProbeClient;
 use crate::health::{HealthCheck, HealthEvent};
 
@@ -21,6 +21,7 @@ pub(crate) async fn run(
     endpoints: impl Fn() -> Option<Vec<Endpoint>>,
     changed: Arc<Notify>,
     events: UnboundedSender<HealthEvent>,
+    seeded: Option<Arc<SeededRng>>,
 ) {
     let client = ProbeClient::for_check(&check);
     loop {
@@ -47,14 +48,14 @@ pub(crate) async fn run(
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(jittered(check.interval)) => {}
+            () = tokio::time::sleep(jittered(check.interval, seeded.as_deref())) => {}
             () = changed.notified() => {}
         }
     }
 }
 
-fn jittered(interval: Duration) -> Duration {
+fn jittered(interval: Duration, seeded: Option<&SeededRng>) -> Duration {
     // A factor in [0.9, 1.1).
-    let factor = 0.9 + 0.2 * (rng::next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let factor = 0.9 + 0.2 * rng::unit_from(seeded);
     Duration::try_from_secs_f64(interval.as_secs_f64() * factor).unwrap_or(interval)
 }

@@ -1,22 +1,29 @@
+//! The load-balancing service's response future, and one balanced
+//! attempt's future.
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use crate::classify::{blames_endpoint, classify_status};
+use crate::attempt::AttemptContext;
+use crate::classify::Classify;
+use crate::layer::body::{BodyGuard, TrackBody};
 use crate::pool::Picked;
-use crate::request::{BalancedRequest, BalancedResponse};
+use crate::request::OutgoingRequest;
 use crate::{BoxError, Error, Pool};
 
 type BoxFuture<R> = Pin<Box<dyn Future<Output = Result<R, Error>> + Send>>;
 
 pin_project! {
     /// The response future of [`LoadBalance`](crate::LoadBalance).
-    pub struct ResponseFuture<F, R> {
+    pub struct ResponseFuture<F, R: TrackBody> {
         #[pin]
         state: State<F, R>,
     }
@@ -24,15 +31,15 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, R> {
+    enum State<F, R: TrackBody> {
         Balanced { #[pin] inner: Balanced<F> },
         PassThrough { #[pin] inner: F },
-        Waiting { inner: BoxFuture<R> },
+        Waiting { inner: BoxFuture<R::Tracked> },
         Failed { error: Option<Error> },
     }
 }
 
-impl<F, R> ResponseFuture<F, R> {
+impl<F, R: TrackBody> ResponseFuture<F, R> {
     pub(crate) fn balanced(inner: Balanced<F>) -> Self {
         Self {
             state: State::Balanced { inner },
@@ -45,7 +52,9 @@ impl<F, R> ResponseFuture<F, R> {
         }
     }
 
-    pub(crate) fn waiting(inner: impl Future<Output = Result<R, Error>> + Send + 'static) -> Self {
+    pub(crate) fn waiting(
+        inner: impl Future<Output = Result<R::Tracked, Error>> + Send + 'static,
+    ) -> Self {
         Self {
             state: State::Waiting {
                 inner: Box::pin(inner),
@@ -63,26 +72,27 @@ impl<F, R> ResponseFuture<F, R> {
 impl<F, R, E> Future for ResponseFuture<F, R>
 where
     F: Future<Output = Result<R, E>>,
-    R: BalancedResponse,
+    R: TrackBody,
     E: Into<BoxError>,
 {
-    type Output = Result<R, Error>;
+    type Output = Result<R::Tracked, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Balanced { inner } => inner.poll(cx),
-            StateProj::PassThrough { inner } => {
-                inner.poll(cx).map_err(|e| Error::inner_from(None, None, e))
-            }
+            StateProj::PassThrough { inner } => inner
+                .poll(cx)
+                .map_ok(TrackBody::untracked)
+                .map_err(|e| Error::inner_from(None, None, e)),
             StateProj::Waiting { inner } => inner.as_mut().poll(cx),
-            StateProj::Failed { error } => Poll::Ready(Err(error
-                .take()
-                .expect("ResponseFuture polled after completion"))),
+            StateProj::Failed { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {
+                Error::Config("ResponseFuture polled after completion".into())
+            }))),
         }
     }
 }
 
-impl<F, R> fmt::Debug for ResponseFuture<F, R> {
+impl<F, R: TrackBody> fmt::Debug for ResponseFuture<F, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Balanced { inner } => {
@@ -96,56 +106,91 @@ impl<F, R> fmt::Debug for ResponseFuture<F, R> {
     }
 }
 
+/// What a balanced attempt holds until its response head or error.
+struct Live {
+    picked: Picked,
+    service: Arc<str>,
+    classifier: Arc<dyn Classify>,
+}
+
+/// The balancer's own timer, for a request that came without an
+/// [`AttemptContext`]: no layer above bounds it, so this one does.
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    timeout: Duration,
+}
+
 pin_project! {
-    /// A request sent to a picked endpoint: counted in flight until it
-    /// completes or is dropped, its latency and outcome recorded.
+    /// A request sent to a picked endpoint: counted in flight until its
+    /// response body ends (or it fails, or is dropped), its latency and
+    /// outcome recorded once.
     pub(crate) struct Balanced<F> {
         #[pin]
         inner: F,
-        picked: Option<Picked>,
-        service: Arc<str>,
+        live: Option<Live>,
+        timer: Option<Timer>,
     }
 }
 
 impl<F> Balanced<F> {
     /// Points `request` at the picked endpoint and sends it.
+    ///
+    /// A request carrying an [`AttemptContext`] learns the endpoint, and
+    /// its deadline marks when an abandoned attempt counts as timed out;
+    /// the layer that set it enforces it. A request without one is bounded
+    /// by `timeout`, here.
     pub(crate) fn dispatch<S, Req>(
         client: &mut S,
         mut request: Req,
         pool: &Pool,
         mut picked: Picked,
+        classifier: &Arc<dyn Classify>,
+        timeout: Option<Duration>,
     ) -> Result<Self, Error>
     where
-        S: Service<Req, Future = F>,
-        Req: BalancedRequest,
+        S: Service<Req::Outgoing, Future = F>,
+        Req: OutgoingRequest,
     {
-        let endpoint = picked.endpoint();
-        if let Err(reason) = request.route_to(endpoint) {
-            // The pick is dropped unrecorded: the endpoint did nothing wrong.
+        let endpoint = picked.endpoint().clone();
+        if let Err(reason) = request.route_to(&endpoint) {
+            // The pick is dropped untimed, unrecorded: the endpoint did
+            // nothing wrong.
             return Err(Error::Route {
                 service: pool.service_arc().clone(),
-                endpoint: endpoint.clone(),
+                endpoint,
                 reason,
             });
         }
-        if let Some(extensions) = request.extensions_mut() {
-            extensions.insert(endpoint.clone());
-        }
-        // A retry layer above learns where this attempt went before it
-        // finishes, so a hedge or a retry after a timeout can avoid it.
-        crate::retry::note_endpoint(endpoint);
-        picked.start_timer();
-        if let Some(timeout) = crate::retry::attempt_timeout() {
-            // `start_timer` just read the clock; this reads it once more
-            // only under a retry layer with an attempt timeout.
-            if let Some(deadline) = tokio::time::Instant::now().checked_add(timeout) {
-                picked.set_deadline(deadline);
+        let mut timer = None;
+        match AttemptContext::of(&request) {
+            Some(context) => {
+                context.record_endpoint(&endpoint);
+                if let Some(deadline) = context.deadline() {
+                    picked.set_deadline(deadline);
+                }
+            }
+            None => {
+                if let Some(deadline) = timeout.and_then(|t| Instant::now().checked_add(t)) {
+                    picked.set_deadline(deadline);
+                    timer = timeout.map(|timeout| Timer {
+                        sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                        timeout,
+                    });
+                }
             }
         }
+        if let Some(extensions) = request.extensions_mut() {
+            extensions.insert(endpoint);
+        }
+        picked.start_timer();
         Ok(Self {
-            inner: client.call(request),
-            picked: Some(picked),
-            service: pool.service_arc().clone(),
+            inner: client.call(request.into_outgoing()),
+            live: Some(Live {
+                picked,
+                service: pool.service_arc().clone(),
+                classifier: classifier.clone(),
+            }),
+            timer,
         })
     }
 }
@@ -153,38 +198,64 @@ impl<F> Balanced<F> {
 impl<F, R, E> Future for Balanced<F>
 where
     F: Future<Output = Result<R, E>>,
-    R: BalancedResponse,
+    R: TrackBody,
     E: Into<BoxError>,
 {
-    type Output = Result<R, Error>;
+    type Output = Result<R::Tracked, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        let picked = this
-            .picked
-            .take()
-            .expect("Balanced polled after completion");
+        let result = match this.inner.poll(cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                let Some(timer) = this.timer else {
+                    return Poll::Pending;
+                };
+                ready!(timer.sleep.as_mut().poll(cx));
+                let Some(live) = this.live.take() else {
+                    return Poll::Pending;
+                };
+                let endpoint = live.picked.endpoint().clone();
+                // Dropped past its deadline: recorded as a timeout.
+                drop(live.picked);
+                return Poll::Ready(Err(Error::AttemptTimeout {
+                    service: live.service,
+                    endpoint: Some(endpoint),
+                    timeout: timer.timeout,
+                }));
+            }
+        };
+        let Some(Live {
+            mut picked,
+            service,
+            classifier,
+        }) = this.live.take()
+        else {
+            return Poll::Ready(Err(Error::Config(
+                "balanced future polled after completion".into(),
+            )));
+        };
         let endpoint = picked.endpoint().clone();
         Poll::Ready(match result {
             Ok(mut response) => {
-                picked.finish(classify_status(response.status()).is_failure());
-                response.extensions_mut().insert(endpoint);
-                Ok(response)
+                let status = response.status();
+                let verdict = classifier.classify_response(status, response.headers());
+                picked.record_head(verdict.outcome.is_failure());
+                let extensions = response.extensions_mut();
+                extensions.insert(endpoint);
+                extensions.insert(verdict);
+                Ok(response.track(BodyGuard::new(picked, status, verdict, classifier)))
             }
             Err(error) => {
                 let error: BoxError = error.into();
-                if blames_endpoint(&*error) {
-                    picked.failure();
-                } else {
-                    // Counted out of flight with no verdict on the endpoint.
-                    drop(picked);
-                }
-                Err(Error::inner_from(
-                    Some(this.service.clone()),
-                    Some(endpoint),
-                    error,
-                ))
+                let verdict = classifier.classify_error(&*error);
+                picked.complete(verdict.outcome);
+                Err(Error::Inner {
+                    service: Some(service),
+                    endpoint: Some(endpoint),
+                    verdict: Some(verdict),
+                    source: error,
+                })
             }
         })
     }
@@ -193,8 +264,8 @@ where
 impl<F> fmt::Debug for Balanced<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balanced")
-            .field("service", &self.service)
-            .field("endpoint", &self.picked.as_ref().map(Picked::endpoint))
+            .field("service", &self.live.as_ref().map(|l| &l.service))
+            .field("endpoint", &self.live.as_ref().map(|l| l.picked.endpoint()))
             .finish()
     }
 }

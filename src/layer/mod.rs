@@ -1,6 +1,7 @@
 //! The load-balancing layer: routes each request by its host to a pool,
 //! picks an endpoint and sends the request there.
 
+mod body;
 mod future;
 mod router;
 mod service;
@@ -11,16 +12,22 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
+pub use body::{BodyGuard, TrackBody, TrackedBody};
 pub use future::ResponseFuture;
 pub use router::UnknownHost;
 pub use service::LoadBalance;
 
 use crate::balance::{Balancer, RoundRobin};
+use crate::classify::{Classify, DefaultClassifier};
 use crate::discover::Discover;
 use crate::pool::{DEFAULT_READY_TIMEOUT, PoolBuilder};
 use crate::stats::PoolStats;
 use crate::{Error, Pool};
 use router::Router;
+
+/// How long a request that no layer above bounds may wait for its
+/// response head, by default: 15 s, Envoy's default route timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A [`Layer`] that balances requests to logical services across their
 /// endpoints.
@@ -28,7 +35,21 @@ use router::Router;
 /// A request for `http://greet/api/greet` goes to the pool named `greet`,
 /// is pointed at the endpoint its balancer picks (path and query kept) and
 /// is sent by the inner client. The response carries the [`Endpoint`] that
-/// answered in its extensions.
+/// answered and the classifier's [`Verdict`] in its extensions.
+///
+/// The attempt stays in flight, for the balancer, until its response body
+/// ends, fails or is dropped, and its outcome is recorded then (a body cut
+/// short is the endpoint's failure): `http::Response<B>` comes back as
+/// `http::Response<`[`TrackedBody<B>`]`>`, a `reqwest::Response` as a
+/// `reqwest::Response` whose body is followed the same way.
+///
+/// Unless a layer above gives the request an
+/// [`AttemptContext`](crate::AttemptContext) with its own deadline (the
+/// retry layer does), the layer bounds the wait for the response head by
+/// its [`timeout`](LoadBalanceBuilder::timeout), [`DEFAULT_TIMEOUT`] unless
+/// set: nothing waits forever by default.
+///
+/// [`Verdict`]: crate::classify::Verdict
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -67,6 +88,8 @@ impl LoadBalanceLayer {
             balancer: None,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             unknown_host: UnknownHost::default(),
+            classifier: Arc::new(DefaultClassifier),
+            timeout: Some(DEFAULT_TIMEOUT),
         }
     }
 
@@ -109,6 +132,8 @@ pub struct LoadBalanceBuilder {
     balancer: Option<Arc<dyn Balancer>>,
     ready_timeout: Duration,
     unknown_host: UnknownHost,
+    classifier: Arc<dyn Classify>,
+    timeout: Option<Duration>,
 }
 
 type ConfigurePool = Box<dyn Fn(PoolBuilder) -> PoolBuilder + Send + Sync>;
@@ -201,6 +226,43 @@ impl LoadBalanceBuilder {
         self
     }
 
+    /// What counts as the endpoint's failure and what is worth another
+    /// attempt, for every service (default: [`DefaultClassifier`]). The
+    /// verdict travels up in the response or the error, so a retry layer
+    /// above acts on the same judgement; see [`classify`](crate::classify).
+    ///
+    /// ```
+    /// use tower_lb::{LoadBalanceLayer, classify::DefaultClassifier, discover::Fixed};
+    ///
+    /// let layer = LoadBalanceLayer::builder()
+    ///     .service("greet", Fixed::new(["127.0.0.1:5001"])?)
+    ///     .classifier(DefaultClassifier)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn classifier(mut self, classifier: impl Classify) -> Self {
+        self.classifier = Arc::new(classifier);
+        self
+    }
+
+    /// How long a request may wait for its response head when no layer
+    /// above set its deadline (default [`DEFAULT_TIMEOUT`], 15 s). Past
+    /// it the request fails with [`Error::AttemptTimeout`] and counts as a
+    /// timeout against its endpoint. A request from the retry layer
+    /// carries its own deadline and is bounded there instead.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// No bound on requests that carry no deadline of their own: only for
+    /// a caller that bounds every request itself (its own
+    /// `tokio::time::timeout`, reqwest's `timeout`).
+    pub fn without_timeout(mut self) -> Self {
+        self.timeout = None;
+        self
+    }
+
     /// Builds the layer and starts discovery for every service (at once
     /// inside a tokio runtime, otherwise on first use).
     ///
@@ -208,7 +270,13 @@ impl LoadBalanceBuilder {
     /// name or appears twice.
     pub fn build(self) -> Result<LoadBalanceLayer, Error> {
         let default_balancer = self.balancer.unwrap_or_else(|| Arc::new(RoundRobin::new()));
-        let mut router = Router::new(self.unknown_host);
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::Config(
+                "load balancer: timeout must be above zero (without_timeout() turns it off)"
+                    .into(),
+            ));
+        }
+        let mut router = Router::new(self.unknown_host, self.classifier, self.timeout);
         for spec in self.services {
             let pool = match spec {
                 ServiceSpec::Built(pool) => pool,
@@ -239,6 +307,8 @@ impl fmt::Debug for LoadBalanceBuilder {
             .field("balancer", &self.balancer)
             .field("ready_timeout", &self.ready_timeout)
             .field("unknown_host", &self.unknown_host)
+            .field("classifier", &self.classifier)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }

@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::classify::Classify;
 use crate::{Error, Pool};
 
 /// What the layer does with a request whose host names no configured
@@ -23,14 +26,25 @@ pub(crate) struct Router {
     by_name: HashMap<Box<str>, usize>,
     pools: Vec<Pool>,
     pub(crate) unknown_host: UnknownHost,
+    /// Judges every balanced attempt, for the pools and for the retry
+    /// layer above.
+    pub(crate) classifier: Arc<dyn Classify>,
+    /// The bound on a request that carries no attempt context.
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl Router {
-    pub(crate) fn new(unknown_host: UnknownHost) -> Self {
+    pub(crate) fn new(
+        unknown_host: UnknownHost,
+        classifier: Arc<dyn Classify>,
+        timeout: Option<Duration>,
+    ) -> Self {
         Self {
             by_name: HashMap::new(),
             pools: Vec::new(),
             unknown_host,
+            classifier,
+            timeout,
         }
     }
 
@@ -76,6 +90,8 @@ impl fmt::Debug for Router {
         f.debug_struct("Router")
             .field("pools", &self.pools)
             .field("unknown_host", &self.unknown_host)
+            .field("classifier", &self.classifier)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }

@@ -4,11 +4,13 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
+use crate::attempt::AttemptContext;
 use crate::balance::{Avoid, PickContext};
+use crate::layer::body::TrackBody;
 use crate::layer::future::{Balanced, ResponseFuture};
 use crate::layer::router::{Router, UnknownHost};
 use crate::pool::CachedPool;
-use crate::request::{BalancedRequest, BalancedResponse};
+use crate::request::{OutgoingRequest, WithExtensions};
 use crate::stats::PoolStats;
 use crate::{BoxError, Error, Picked, Pool};
 
@@ -54,25 +56,28 @@ impl<S> LoadBalance<S> {
     }
 }
 
-impl<S, Req> Service<Req> for LoadBalance<S>
-where
-    Req: BalancedRequest,
-    S: Service<Req> + Clone + Send + 'static,
-    S::Response: BalancedResponse,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = Error;
-    type Future = ResponseFuture<S::Future, S::Response>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+impl<S> LoadBalance<S> {
+    /// Readies the inner client.
+    fn ready_inner<R>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>>
+    where
+        S: Service<R>,
+        S::Error: Into<BoxError>,
+    {
         self.inner
             .poll_ready(cx)
             .map_err(|e| Error::inner_from(None, None, e))
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
+    /// Routes, picks and sends one request: the `call` of every request
+    /// type the layer serves.
+    fn balance<Req>(&mut self, request: Req) -> ResponseFuture<S::Future, S::Response>
+    where
+        Req: OutgoingRequest,
+        S: Service<Req::Outgoing> + Clone + Send + 'static,
+        S::Response: TrackBody,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
         let index = match request.host() {
             Some(host) => self.router.index_of(host),
             None => None,
@@ -80,7 +85,7 @@ where
         let Some(cached) = index.and_then(|i| self.pools.get_mut(i)) else {
             return match (self.router.unknown_host, request.host()) {
                 (UnknownHost::PassThrough, _) => {
-                    ResponseFuture::pass_through(self.inner.call(request))
+                    ResponseFuture::pass_through(self.inner.call(request.into_outgoing()))
                 }
                 (UnknownHost::Reject, Some(host)) => {
                     ResponseFuture::failed(Error::UnknownService {
@@ -92,9 +97,16 @@ where
                 }),
             };
         };
+        let router = &self.router;
         match pick_for(cached, &request) {
-            Ok(picked) => match Balanced::dispatch(&mut self.inner, request, cached.pool(), picked)
-            {
+            Ok(picked) => match Balanced::dispatch(
+                &mut self.inner,
+                request,
+                cached.pool(),
+                picked,
+                &router.classifier,
+                router.timeout,
+            ) {
                 Ok(balanced) => ResponseFuture::balanced(balanced),
                 Err(error) => ResponseFuture::failed(error),
             },
@@ -103,16 +115,14 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let mut cached = cached.clone();
-                // The pick happens later, outside the caller's scope: keep
-                // the scoped avoid set (reqwest requests have no extensions).
-                let scoped = Avoid::with_current(|avoid| avoid.cloned());
+                let router = router.clone();
                 ResponseFuture::waiting(async move {
                     cached.pool().ready().await?;
-                    let picked = match scoped {
-                        Some(avoid) => avoid.scope(|| pick_for(&mut cached, &request))?,
-                        None => pick_for(&mut cached, &request)?,
-                    };
-                    Balanced::dispatch(&mut inner, request, cached.pool(), picked)?.await
+                    let picked = pick_for(&mut cached, &request)?;
+                    let pool = cached.pool();
+                    let (classifier, timeout) = (&router.classifier, router.timeout);
+                    Balanced::dispatch(&mut inner, request, pool, picked, classifier, timeout)?
+                        .await
                 })
             }
             Err(error) => ResponseFuture::failed(error),
@@ -120,19 +130,75 @@ where
     }
 }
 
+
+/// One `Service` impl per request type, each naming the inner client's
+/// request type outright (rather than one impl over a projection): with
+/// hyper-util's client or any `http::Request` service inside, tower's
+/// `client.ready().await?.call(request)` infers the request type as it does
+/// for the client alone.
+macro_rules! serve {
+    ($(#[$doc:meta])* [$($generics:tt)*] $req:ty => $outgoing:ty) => {
+        $(#[$doc])*
+        impl<S, $($generics)*> Service<$req> for LoadBalance<S>
+        where
+            S: Service<$outgoing> + Clone + Send + 'static,
+            S::Response: TrackBody,
+            S::Error: Into<BoxError>,
+            S::Future: Send + 'static,
+        {
+            type Response = <S::Response as TrackBody>::Tracked;
+            type Error = Error;
+            type Future = ResponseFuture<S::Future, S::Response>;
+
+            fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+                self.ready_inner(cx)
+            }
+
+            fn call(&mut self, request: $req) -> Self::Future {
+                self.balance(request)
+            }
+        }
+    };
+}
+
+serve!(
+    /// `http::Request`s, for hyper-util's client or any tower HTTP client.
+    [B: Send + 'static] http::Request<B> => http::Request<B>
+);
+#[cfg(feature = "reqwest")]
+serve!(
+    /// `reqwest::Request`s, for a `reqwest::Client`.
+    [] reqwest::Request => reqwest::Request
+);
+#[cfg(feature = "reqwest")]
+serve!(
+    /// `reqwest::Request`s with extensions of their own: what the retry
+    /// layer sends (an [`AttemptContext`] rides in them). Over a
+    /// `reqwest::Client` the layer serves both, so
+    /// `client.ready().await?.call(request)` must name the type
+    /// (`ServiceExt::<reqwest::Request>::ready(&mut client)`); `oneshot`
+    /// infers it from the request.
+    [] WithExtensions<reqwest::Request> => reqwest::Request
+);
+
 /// Picks for `request`: its path and headers for hashing balancers, and the
-/// endpoints it should avoid (from its extensions) for retries.
-fn pick_for<Req: BalancedRequest>(pool: &mut CachedPool, request: &Req) -> Result<Picked, Error> {
+/// endpoints it should avoid (from its attempt context, or an [`Avoid`] of
+/// its own) for retries.
+fn pick_for<Req: OutgoingRequest>(
+    pool: &mut CachedPool,
+    request: &Req,
+) -> Result<Picked, Error> {
     let service = pool.pool().service_arc().clone();
     let ctx = PickContext::new(&service)
         .with_path(request.path())
         .with_headers(request.headers());
-    match request.extensions().and_then(|e| e.get::<Avoid>()) {
-        Some(avoid) => pool.pick_with(&ctx.with_avoid(avoid)),
-        None => Avoid::with_current(|scoped| match scoped {
-            Some(avoid) => pool.pick_with(&ctx.with_avoid(avoid)),
-            None => pool.pick_with(&ctx),
-        }),
+    let avoid = match AttemptContext::of(request) {
+        Some(context) => Some(context.avoid()),
+        None => request.extensions().and_then(|e| e.get::<Avoid>()),
+    };
+    match avoid {
+        Some(avoid) if !avoid.is_empty() => pool.pick_with(&ctx.with_avoid(avoid)),
+        _ => pool.pick_with(&ctx),
     }
 }
 

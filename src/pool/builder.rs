@@ -8,6 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::balance::rng::{self, SeededRng};
 use crate::balance::{Balancer, RoundRobin};
 use crate::discover::BoxDiscover;
 use crate::health::{DEFAULT_PANIC_THRESHOLD, HealthCheck, OutlierDetection};
@@ -26,7 +27,14 @@ pub struct PoolBuilder {
     check: Option<HealthCheck>,
     panic_threshold: f64,
     slow_start: Option<Duration>,
+    cancel_timeout: Option<Duration>,
+    seed: Option<u64>,
 }
+
+/// How long a request may wait before its cancellation counts as a
+/// timeout of its endpoint, by default: 1 s, the round trip Peak-EWMA
+/// already charges a failure (its failure penalty).
+pub const DEFAULT_CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl PoolBuilder {
     /// The defaults, for [`Pool::builder`].
@@ -42,6 +50,8 @@ impl PoolBuilder {
             check: None,
             panic_threshold: DEFAULT_PANIC_THRESHOLD,
             slow_start: None,
+            cancel_timeout: Some(DEFAULT_CANCEL_TIMEOUT),
+            seed: None,
         }
     }
 
@@ -117,13 +127,44 @@ impl PoolBuilder {
         self
     }
 
+    /// A request dropped before its answer (a caller's own timeout, a
+    /// `select!`, a dropped task, a hedge that lost) after waiting at least
+    /// `timeout` counts as a timeout failure of its endpoint, for outlier
+    /// detection and Peak-EWMA (default [`DEFAULT_CANCEL_TIMEOUT`], 1 s).
+    /// A request dropped sooner still leaves its wait as a latency sample.
+    /// Raise it for services whose calls are legitimately long (long
+    /// polls), or turn it off with [`without_cancel_timeout`](Self::without_cancel_timeout).
+    pub fn cancel_timeout(mut self, timeout: Duration) -> Self {
+        self.cancel_timeout = Some(timeout);
+        self
+    }
+
+    /// A cancelled request never counts as a failure (its wait is still a
+    /// latency sample).
+    pub fn without_cancel_timeout(mut self) -> Self {
+        self.cancel_timeout = None;
+        self
+    }
+
+    /// Seeds every random choice the pool makes (picks, its round-robin
+    /// starting point, slow-start draws, discovery backoff, health-check
+    /// spread), so that a run on tokio's paused clock, on one thread,
+    /// repeats exactly (default: fresh randomness per thread). A seeded
+    /// pool's picks draw from one shared sequence (one atomic add each),
+    /// a little dearer under contention than the per-thread default.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
     /// Builds the pool. Its background task starts now when called inside
     /// a tokio runtime, otherwise on first use inside one.
     pub fn build(self) -> Pool {
         let balancer = self.balancer.unwrap_or_else(|| Arc::new(RoundRobin::new()));
         let tracking = balancer.load_tracking();
+        let rng = self.seed.map(|seed| Arc::new(SeededRng::new(seed)));
         let placeholder = Snapshot {
-            picker: balancer.picker(&[]),
+            picker: rng::building_with(rng.as_ref(), || balancer.picker(&[])),
             members: Box::new([]),
             all: Box::new([]),
             health: Box::new([]),
@@ -146,6 +187,8 @@ impl PoolBuilder {
                 status: Mutex::new(SourceStatus::default()),
                 started: AtomicBool::new(false),
                 slow_start: self.slow_start,
+                cancel_timeout: self.cancel_timeout,
+                rng,
                 driver: Mutex::new(DriverSlot::Waiting(self.source)),
                 driver_config: driver::DriverConfig {
                     backoff: self.backoff,

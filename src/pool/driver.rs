@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::BoxError;
 use crate::Endpoint;
-use crate::balance::rng;
+use crate::balance::rng::{self, SeededRng};
 use crate::discover::{BoxDiscover, Discover, Update};
 use crate::error::chain_message;
 use crate::health::{
@@ -56,7 +56,7 @@ impl Backoff {
     /// point in the upper half of `base·2^(failures-1)`, capped. Half-jitter
     /// rather than full jitter: a discovery source is one caller, not a herd,
     /// and a near-zero delay would just hammer a broken registry.
-    fn delay(&self, failures: u32) -> Duration {
+    fn delay(&self, failures: u32, seeded: Option<&SeededRng>) -> Duration {
         let exp = self
             .base
             .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
@@ -66,7 +66,7 @@ impl Backoff {
         half + Duration::from_nanos(if nanos == 0 {
             0
         } else {
-            rng::next_u64() % nanos
+            rng::next_from(seeded) % nanos
         })
     }
 }
@@ -103,7 +103,13 @@ impl Drop for Child {
 pub(crate) async fn drive(pool: Weak<Shared>, home: SourceHome, config: DriverConfig) {
     let (source_tx, mut source_rx) = mpsc::unbounded_channel();
     let (health_tx, mut health_rx) = mpsc::unbounded_channel();
-    let _pump = Child(tokio::spawn(pump(home, config.backoff, source_tx)));
+    let seeded = pool.upgrade().and_then(|shared| shared.rng.clone());
+    let _pump = Child(tokio::spawn(pump(
+        home,
+        config.backoff,
+        seeded.clone(),
+        source_tx,
+    )));
     let members_changed = Arc::new(Notify::new());
     let _prober = config.check.clone().map(|check| {
         let weak = pool.clone();
@@ -113,6 +119,7 @@ pub(crate) async fn drive(pool: Weak<Shared>, home: SourceHome, config: DriverCo
             endpoints,
             members_changed.clone(),
             health_tx.clone(),
+            seeded.clone(),
         )))
     });
     let Some(service) = pool.upgrade().map(|s| s.service.clone()) else {
@@ -234,7 +241,12 @@ impl Drop for SourceHome {
 
 /// Calls the source in a loop and forwards what it says; after an error,
 /// waits out the backoff before calling again.
-async fn pump(mut home: SourceHome, backoff: Backoff, events: UnboundedSender<SourceEvent>) {
+async fn pump(
+    mut home: SourceHome,
+    backoff: Backoff,
+    seeded: Option<Arc<SeededRng>>,
+    events: UnboundedSender<SourceEvent>,
+) {
     let SourceHome {
         source, polling, ..
     } = &mut home;
@@ -260,7 +272,7 @@ async fn pump(mut home: SourceHome, backoff: Backoff, events: UnboundedSender<So
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                let retry_in = backoff.delay(failures);
+                let retry_in = backoff.delay(failures, seeded.as_deref());
                 let event = SourceEvent::Failed {
                     error,
                     failures,
@@ -373,7 +385,7 @@ impl Shared {
         }
         let health = all.iter().map(|m| book.view(m.endpoint().key())).collect();
         let eligible: Box<[Member]> = eligible.into();
-        let picker = self.balancer.picker(&eligible);
+        let picker = rng::building_with(self.rng.as_ref(), || self.balancer.picker(&eligible));
         self.snapshot.store(Arc::new(Snapshot {
             members: eligible,
             all,
@@ -449,6 +461,7 @@ impl StateFactory<'_> {
             self.shared.total_in_flight.clone(),
             passive,
             self.shared.clock.clone(),
+            self.shared.cancel_timeout,
         );
         if self.ramp {
             state.begin_ramp();
@@ -464,9 +477,9 @@ mod tests {
     #[test]
     fn backoff_grows_and_caps() {
         let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let first = b.delay(1);
+        let first = b.delay(1, None);
         assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-        let late = b.delay(30);
+        let late = b.delay(30, None);
         assert!(late >= Duration::from_millis(500) && late <= Duration::from_secs(1));
     }
 }

@@ -79,8 +79,13 @@ pub struct EndpointState {
     ramp_from: AtomicU64,
     requests: AtomicU64,
     failures: AtomicU64,
-    /// Average latency for stats, as `f64` ns bits; 0 = none yet.
+    /// Average time to the response head for stats, as `f64` ns bits;
+    /// 0 = none yet.
     latency: AtomicU64,
+    /// Average time to the last body byte for stats, likewise.
+    last_byte: AtomicU64,
+    /// A request cancelled after waiting this long counts as timed out.
+    cancel_timeout: Option<Duration>,
     tracking: LoadTracking,
     /// Outlier detection's counters, when the pool ejects.
     passive: Option<PassiveMonitor>,
@@ -92,8 +97,11 @@ impl EndpointState {
         pool_in_flight: Option<Arc<AtomicUsize>>,
         passive: Option<PassiveMonitor>,
         clock: Arc<PoolClock>,
+        cancel_timeout: Option<Duration>,
     ) -> Self {
         Self {
+            last_byte: AtomicU64::new(0),
+            cancel_timeout,
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -115,7 +123,9 @@ impl EndpointState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Requests finished (successfully or not), not counting dropped ones.
+    /// Requests finished (successfully or not), and requests cancelled
+    /// after the pool's cancellation timeout (which count as failures);
+    /// not requests cancelled sooner.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
@@ -125,7 +135,8 @@ impl EndpointState {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// The time-decayed average latency, once a request has finished.
+    /// The time-decayed average time to the response head, once a request
+    /// has answered (or been cancelled: its wait is a sample too).
     pub fn latency(&self) -> Option<Duration> {
         let ns = f64::from_bits(self.latency.load(Ordering::Relaxed));
         (ns > 0.0).then(|| Duration::from_nanos(ns as u64))
@@ -208,39 +219,44 @@ impl EndpointState {
         }
     }
 
-    /// Records a finished request.
-    ///
-    /// Two racing updates may lose one sample; an estimate can afford that,
-    /// and a compare-and-swap loop on every response could not be afforded.
+    /// Records a finished request: its outcome, and its latency when
+    /// timed. What [`Picked::finish`](crate::Picked::finish) does.
     pub(crate) fn record(&self, latency: Option<Duration>, failed: bool) {
+        self.count(failed);
+        // An untimed success says nothing about latency; an untimed
+        // failure still counts as the failure penalty.
+        if latency.is_some() || failed {
+            self.observe_latency(latency, failed);
+        }
+    }
+
+    /// Counts one outcome: the request and failure counters, and outlier
+    /// detection's.
+    pub(crate) fn count(&self, failed: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        let now = self.clock.now_nanos();
         if let Some(passive) = &self.passive {
-            passive.record(failed, now);
+            passive.record(failed, self.clock.now_nanos());
         }
-        // An untimed success says nothing about latency; an untimed failure
-        // still counts as the failure penalty.
-        if latency.is_none() && !failed {
-            return;
-        }
+    }
+
+    /// Feeds one latency sample (time to the response head, or how long a
+    /// cancelled request had waited) to the estimates: the stats average
+    /// and the peak-sensitive round trip, where a failure counts as at
+    /// least the failure penalty.
+    ///
+    /// Two racing updates may lose one sample; an estimate can afford that,
+    /// and a compare-and-swap loop on every response could not be afforded.
+    /// `None`: a failure with no time to it, the penalty alone.
+    pub(crate) fn observe_latency(&self, latency: Option<Duration>, failed: bool) {
+        let now = self.clock.now_nanos();
         let keep = self.keep(now.saturating_sub(self.stamp.swap(now, Ordering::Relaxed)));
         let sample = latency.map_or(0.0, |l| l.as_nanos() as f64);
-
         if latency.is_some() {
-            let average = f64::from_bits(self.latency.load(Ordering::Relaxed));
-            let average = if average == 0.0 {
-                sample
-            } else {
-                average * keep + sample * (1.0 - keep)
-            };
-            // Never store 0.0: it means "no sample yet".
-            self.latency
-                .store(average.max(1.0).to_bits(), Ordering::Relaxed);
+            blend(&self.latency, sample, keep);
         }
-
         let sample = if failed {
             sample.max(self.nanos.failure_penalty)
         } else {
@@ -255,6 +271,27 @@ impl EndpointState {
             rtt * keep + sample * (1.0 - keep)
         };
         self.rtt.store(rtt.max(1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Feeds the time to a response's last byte to its stats average
+    /// (balancers do not read it: see [`Picked`](crate::Picked)).
+    pub(crate) fn observe_last_byte(&self, latency: Duration) {
+        // A tenth of the round-trip decay per sample: a plain moving
+        // average, with no clock reading of its own.
+        blend(&self.last_byte, latency.as_nanos() as f64, 0.9);
+    }
+
+    /// The average time to the last byte of a response body, once one has
+    /// ended.
+    pub fn last_byte_latency(&self) -> Option<Duration> {
+        let ns = f64::from_bits(self.last_byte.load(Ordering::Relaxed));
+        (ns > 0.0).then(|| Duration::from_nanos(ns as u64))
+    }
+
+    /// How long a request may wait before its cancellation counts as a
+    /// timeout of this endpoint (`None`: never).
+    pub fn cancel_timeout(&self) -> Option<Duration> {
+        self.cancel_timeout
     }
 
     /// Starts a slow-start ramp now.
@@ -292,6 +329,18 @@ impl EndpointState {
     fn nanos_at(&self, now: Instant) -> u64 {
         self.clock.nanos_at(now)
     }
+}
+
+/// Moves the average in `slot` (`f64` bits, 0 = none yet) toward `sample`,
+/// keeping `keep` of the old value. Never stores 0.0, which means "none".
+fn blend(slot: &AtomicU64, sample: f64, keep: f64) {
+    let average = f64::from_bits(slot.load(Ordering::Relaxed));
+    let average = if average == 0.0 {
+        sample
+    } else {
+        average * keep + sample * (1.0 - keep)
+    };
+    slot.store(average.max(1.0).to_bits(), Ordering::Relaxed);
 }
 
 /// [`LoadTracking`]'s durations in nanoseconds, as picks use them.
@@ -339,7 +388,7 @@ mod tests {
     }
 
     fn state() -> EndpointState {
-        EndpointState::new(LoadTracking::default(), None, None, Arc::default())
+        EndpointState::new(LoadTracking::default(), None, None, Arc::default(), None)
     }
 
     #[test]

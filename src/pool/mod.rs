@@ -32,6 +32,7 @@ use member::Member;
 pub use picked::Picked;
 use restart::DriverSlot;
 
+use crate::balance::rng::SeededRng;
 use crate::balance::{Balancer, PickContext, Picker};
 use crate::discover::Discover;
 use crate::health::HealthView;
@@ -81,6 +82,10 @@ pub(crate) struct Shared {
     clock: Arc<clock::PoolClock>,
     /// The slow-start window, if new and returning endpoints ramp up.
     slow_start: Option<Duration>,
+    /// A request cancelled after waiting this long counts as timed out.
+    cancel_timeout: Option<Duration>,
+    /// The pool's seeded sequence, when seeded.
+    rng: Option<Arc<SeededRng>>,
     ready_timeout: Duration,
     allow_empty: bool,
     /// Shared with every [`CachedPool`]'s cache.

@@ -19,16 +19,20 @@ impl Pool {
         ctx: &PickContext<'_>,
     ) -> Result<Picked, Error> {
         let members = &snapshot.members;
-        let tracked;
-        let ctx = match &self.shared.total_in_flight {
-            Some(total) => {
-                tracked = PickContext {
-                    total_in_flight: Some(total.load(Ordering::Relaxed)),
-                    ..*ctx
-                };
-                &tracked
-            }
-            None => ctx,
+        let filled;
+        let ctx = if self.shared.total_in_flight.is_some() || self.shared.rng.is_some() {
+            filled = PickContext {
+                total_in_flight: self
+                    .shared
+                    .total_in_flight
+                    .as_ref()
+                    .map(|total| total.load(Ordering::Relaxed)),
+                rng: self.shared.rng.as_deref(),
+                ..*ctx
+            };
+            &filled
+        } else {
+            ctx
         };
         let Some(mut index) = snapshot
             .picker
@@ -76,7 +80,7 @@ fn ramped(
 ) -> usize {
     let state = members[index].state();
     let fraction = state.ramp_fraction(state.recent_now(), window).max(0.1);
-    if fraction >= 1.0 || (rng::next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= fraction {
+    if fraction >= 1.0 || rng::unit_from(ctx.rng) <= fraction {
         return index;
     }
     picker
@@ -98,7 +102,7 @@ fn avoiding(members: &[Member], ctx: &PickContext<'_>, picker: &dyn Picker) -> O
             return Some(i);
         }
     }
-    let start = crate::balance::rng::below(members.len());
+    let start = ctx.random_below(members.len());
     (0..members.len())
         .map(|step| (start + step) % members.len())
         .find(|&i| !ctx.avoids(members[i].endpoint()))

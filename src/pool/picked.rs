@@ -1,17 +1,27 @@
-//! The result of a pick: the chosen endpoint, counted in flight until done.
+//! The result of a pick: the chosen endpoint, counted in flight until done,
+//! and the guard that records the request's life exactly once.
 
 use tokio::time::Instant;
 
 use crate::Endpoint;
+use crate::classify::{FailureKind, Outcome};
 use crate::pool::member::Member;
 
 /// An endpoint chosen for one request, counted as in flight until this
 /// value is finished with [`Picked::success`] / [`Picked::failure`] or
-/// dropped. Dropping counts the request out without recording an outcome,
-/// as for a caller that gave up.
+/// dropped.
 ///
-/// The load-balancing layer handles this for HTTP; use it directly to
-/// balance anything else:
+/// Dropping it unfinished is a cancellation (a caller's timeout, a
+/// `select!`, a dropped task): once the timer was started, the time waited
+/// is a latency sample (a request that has waited 2 s for an answer tells
+/// of a slow endpoint even though it never got one), and a wait past the
+/// pool's [cancellation timeout](crate::PoolBuilder::cancel_timeout), or
+/// past the [deadline](Self::set_deadline) of the layer that gave up on
+/// it, counts as a timeout failure of the endpoint.
+///
+/// The load-balancing layer handles this for HTTP, and keeps the request
+/// in flight until its response body ends; use it directly to balance
+/// anything else:
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -27,6 +37,17 @@ use crate::pool::member::Member;
 /// picked.success();
 /// # Ok(()) }
 /// ```
+///
+/// # What the balancers see
+///
+/// Over HTTP, the time to the response head is the latency sample
+/// (Peak-EWMA's round trip, the stats' `latency_ms`): it measures the
+/// endpoint, while the time to the last byte also measures the body's size
+/// and how fast the caller reads it. The request stays in flight (the load
+/// every least-request balancer and Peak-EWMA weigh) until the body ends,
+/// fails or is dropped; the outcome is counted then, once, so a body cut
+/// short is the endpoint's failure. The time to the last byte is kept apart,
+/// for stats (`last_byte_ms`).
 #[derive(Debug)]
 #[must_use = "a pick counts as in flight until it is finished or dropped"]
 pub struct Picked {
@@ -36,6 +57,11 @@ pub struct Picked {
     /// Dropped unfinished at or after this, the request timed out: a
     /// failure of the endpoint, not a caller giving up.
     deadline: Option<Instant>,
+    /// Set once the response head has been seen and its latency recorded:
+    /// whether the head already counted as a failure.
+    head_failed: Option<bool>,
+    /// The outcome has been recorded: drop only ends the flight.
+    done: bool,
 }
 
 impl Picked {
@@ -45,6 +71,8 @@ impl Picked {
             member,
             started: None,
             deadline: None,
+            head_failed: None,
+            done: false,
         }
     }
 
@@ -72,11 +100,13 @@ impl Picked {
     }
 
     /// Records the outcome; `failed` says which.
-    pub fn finish(mut self, failed: bool) {
-        let latency = self.started.map(|t| t.elapsed());
-        self.member.state().record(latency, failed);
-        self.deadline = None;
-        // Drop decrements the in-flight count.
+    pub fn finish(self, failed: bool) {
+        let outcome = if failed {
+            Outcome::Failure(FailureKind::Other)
+        } else {
+            Outcome::Success
+        };
+        self.complete(outcome);
     }
 
     /// Sets when an unfinished request counts as timed out: dropped at or
@@ -85,16 +115,76 @@ impl Picked {
     pub fn set_deadline(&mut self, deadline: Instant) {
         self.deadline = Some(deadline);
     }
+
+    /// The response head arrived: its latency goes to the estimates now,
+    /// the outcome waits for the end of the body. `failed`: the head alone
+    /// already says the endpoint failed (a 5xx).
+    pub(crate) fn record_head(&mut self, failed: bool) {
+        if self.head_failed.is_some() {
+            return;
+        }
+        let latency = self.started.map(|t| t.elapsed());
+        if latency.is_some() || failed {
+            self.member.state().observe_latency(latency, failed);
+        }
+        self.head_failed = Some(failed);
+    }
+
+    /// The request is over (its body ended or failed, or it failed without
+    /// a response): counts `outcome` once. A failure found after the head
+    /// (a body cut short) adds the failure penalty to the estimates.
+    pub(crate) fn complete(mut self, outcome: Outcome) {
+        self.done = true;
+        let state = self.member.state();
+        let failed = match outcome {
+            Outcome::Neutral => return,
+            Outcome::Success => false,
+            Outcome::Failure(_) => true,
+        };
+        let elapsed = self.started.map(|t| t.elapsed());
+        match self.head_failed {
+            None => state.record(elapsed, failed),
+            Some(head_failed) => {
+                state.count(failed);
+                if failed && !head_failed {
+                    state.observe_latency(None, true);
+                }
+                if let Some(elapsed) = elapsed {
+                    state.observe_last_byte(elapsed);
+                }
+            }
+        }
+    }
+
+    /// Dropped before any outcome: a cancellation (see the type's docs).
+    fn cancelled(&self) {
+        let Some(started) = self.started else {
+            return;
+        };
+        let now = Instant::now();
+        let waited = now.saturating_duration_since(started);
+        let state = self.member.state();
+        let past_deadline = self.deadline.is_some_and(|d| now >= d);
+        let timed_out = past_deadline || state.cancel_timeout().is_some_and(|t| waited >= t);
+        match self.head_failed {
+            // Before the head: the wait is the best sample there is.
+            None => {
+                state.observe_latency(Some(waited), timed_out);
+                if timed_out {
+                    state.count(true);
+                }
+            }
+            // After the head (a `Picked` finished by hand, never completed):
+            // the head's verdict stands.
+            Some(head_failed) => state.count(head_failed),
+        }
+    }
 }
 
 impl Drop for Picked {
     fn drop(&mut self) {
-        if let Some(deadline) = self.deadline {
-            let now = Instant::now();
-            if now >= deadline {
-                let latency = self.started.map(|t| now.saturating_duration_since(t));
-                self.member.state().record(latency, true);
-            }
+        if !self.done {
+            self.cancelled();
         }
         self.member.state().finish();
     }

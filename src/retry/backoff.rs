@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use http::header::RETRY_AFTER;
 
+use crate::balance::rng::SeededRng;
+
 /// Exponential backoff with full jitter: before retry `n` (1 for the first
 /// retry) wait a random time between zero and `min(cap, base * 2^(n-1))`.
 ///
@@ -64,11 +66,22 @@ impl Backoff {
     /// A random wait before retry `retry`, from zero to its
     /// [`ceiling`](Self::ceiling).
     pub fn delay(&self, retry: u32) -> Duration {
+        self.delay_from(retry, None)
+    }
+
+    /// [`delay`](Self::delay), drawn from `seeded` when given.
+    pub(crate) fn delay_from(&self, retry: u32, seeded: Option<&SeededRng>) -> Duration {
         let ceiling = u64::try_from(self.ceiling(retry).as_nanos()).unwrap_or(u64::MAX);
         if ceiling == 0 {
             return Duration::ZERO;
         }
-        Duration::from_nanos(rand::random_range(0..=ceiling))
+        let draw = match seeded {
+            Some(rng) => rng.next_u64(),
+            None => rand::random::<u64>(),
+        };
+        // Uniform over 0..=ceiling: the draw scaled, without a division.
+        let nanos = (u128::from(draw) * (u128::from(ceiling) + 1)) >> 64;
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(ceiling))
     }
 }
 

@@ -19,8 +19,10 @@
 //! - Body replay: `http::Request` bodies of known length up to 64 KiB are
 //!   buffered ([`ReplayBody`]); larger or streaming bodies are sent once.
 //!   `reqwest::Request`s are copied with `try_clone`.
-//! - Time: a per-attempt timeout and an overall deadline (both off by
-//!   default); no retry starts that could not finish before the deadline.
+//! - Time: a per-attempt timeout (5 s) and an overall deadline (15 s) by
+//!   default, each turned off only by an explicit call; no retry starts
+//!   after the deadline. An abandoned attempt counts as a timeout against
+//!   its endpoint.
 //! - [`Hedge`]: optionally, a second copy of a slow idempotent request to
 //!   another endpoint; the first good answer wins.
 //! - Every response carries [`Attempts`]; each retry and hedge is a
@@ -60,13 +62,16 @@
 mod attempts;
 mod backoff;
 mod budget;
+mod call;
 mod future;
 mod hedge;
+mod hedged;
 pub(crate) mod not_replayable;
-mod observe;
 mod policy;
 pub(crate) mod replay;
 pub(crate) mod replayable;
+mod send;
+mod steer;
 
 use std::fmt;
 use std::sync::Arc;
@@ -82,11 +87,10 @@ pub use budget::RetryBudget;
 pub use future::RetryFuture;
 pub use hedge::Hedge;
 pub use not_replayable::NotReplayable;
-pub(crate) use observe::attempt_timeout;
-pub use observe::note_endpoint;
 pub use policy::{AttemptOutcome, Policy, RetryMode};
 pub use replay::{Buffered, DEFAULT_REPLAY_LIMIT, ReplayBody};
 
+use crate::balance::rng::SeededRng;
 use crate::request::BalancedResponse;
 use crate::{BoxError, Error};
 use budget::Services;
@@ -97,6 +101,15 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// The default longest `Retry-After` honoured: 5 s.
 pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The default longest a whole call may take, retries and waits included:
+/// 15 s, Envoy's default route timeout.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The default longest one attempt may take before it is abandoned (and,
+/// for an idempotent request, retried elsewhere): 5 s, a third of the
+/// default deadline, so that the default three attempts fit in it.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a call needs, shared by every clone of the layer's services.
 pub(crate) struct Config {
@@ -109,6 +122,8 @@ pub(crate) struct Config {
     pub(crate) replay_limit: usize,
     pub(crate) hedge: Option<Hedge>,
     pub(crate) services: Services,
+    /// The seeded sequence of the backoff jitter, when seeded.
+    pub(crate) rng: Option<Arc<SeededRng>>,
 }
 
 impl fmt::Debug for Config {
@@ -123,6 +138,7 @@ impl fmt::Debug for Config {
             .field("replay_limit", &self.replay_limit)
             .field("hedge", &self.hedge)
             .field("services", &self.services)
+            .field("seeded", &self.rng.is_some())
             .finish()
     }
 }
@@ -183,6 +199,7 @@ impl RetryLayer {
                 replay_limit: b.replay_limit,
                 hedge: b.hedge,
                 services,
+                rng: b.seed.map(|seed| Arc::new(SeededRng::new(seed))),
             }),
         }
     }
@@ -231,6 +248,7 @@ pub struct RetryBuilder {
     deadline: Option<Duration>,
     replay_limit: usize,
     hedge: Option<Hedge>,
+    seed: Option<u64>,
 }
 
 impl Default for RetryBuilder {
@@ -241,10 +259,11 @@ impl Default for RetryBuilder {
             backoff: Backoff::default(),
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             budget: RetryBudget::default(),
-            attempt_timeout: None,
-            deadline: None,
+            attempt_timeout: Some(DEFAULT_ATTEMPT_TIMEOUT),
+            deadline: Some(DEFAULT_DEADLINE),
             replay_limit: DEFAULT_REPLAY_LIMIT,
             hedge: None,
+            seed: None,
         }
     }
 }
@@ -285,19 +304,44 @@ impl RetryBuilder {
         self
     }
 
-    /// How long one attempt may take before it is abandoned and, for an
-    /// idempotent request, retried (default: no limit).
+    /// How long one attempt may take, to its response head, before it is
+    /// abandoned and, for an idempotent request, retried (default
+    /// [`DEFAULT_ATTEMPT_TIMEOUT`], 5 s). An abandoned attempt counts as a
+    /// timeout against its endpoint (outlier detection, Peak-EWMA).
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
         self
     }
 
-    /// How long a whole call may take, retries and waits included (default:
-    /// no limit). Past it the call fails with
-    /// [`Error::DeadlineExceeded`]; a retry that could not start before it
-    /// is not made.
+    /// No per-attempt timeout: an attempt may take the whole deadline.
+    pub fn without_attempt_timeout(mut self) -> Self {
+        self.attempt_timeout = None;
+        self
+    }
+
+    /// How long a whole call may take, retries and waits included, to its
+    /// response head (default [`DEFAULT_DEADLINE`], 15 s). Past it the
+    /// call fails with [`Error::DeadlineExceeded`]; a retry that could not
+    /// start before it is not made.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// No overall deadline: only for a caller that bounds every call
+    /// itself. With no attempt timeout either, a call to an instance that
+    /// never answers waits forever.
+    pub fn without_deadline(mut self) -> Self {
+        self.deadline = None;
+        self
+    }
+
+    /// Seeds the backoff jitter, so that a run on a paused clock repeats
+    /// exactly (default: a fresh random sequence). Seed the pools too
+    /// ([`PoolBuilder::seed`](crate::PoolBuilder::seed)) for repeatable
+    /// picks.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
         self
     }
 
@@ -388,6 +432,7 @@ where
                 Err(source) => Error::Inner {
                     service: None,
                     endpoint: None,
+                    verdict: None,
                     source,
                 },
             }
@@ -407,11 +452,6 @@ where
                 state
             }
         });
-        let timeout = self.config.attempt_timeout;
-        let mut future = observe::with_attempt_timeout(timeout, || {
-            future::start(&self.config, inner, request, mode, service)
-        });
-        future.attempt_timeout = timeout;
-        future
+        call::start(&self.config, inner, request, mode, service)
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::classify::{RETRYABLE_STATUSES, Retryable, retryable_error};
+use crate::classify::Retryable;
 use crate::{BalancedRequest, Error};
 
 /// What one attempt produced, as a retry policy sees it.
@@ -45,15 +45,20 @@ type Predicate = dyn Fn(&dyn BalancedRequest, &AttemptOutcome<'_>) -> Option<boo
 
 /// What the retry layer may try again.
 ///
-/// The default, from [`classify`](crate::classify):
+/// Whether an outcome is worth another attempt is the classifier's verdict
+/// ([`classify`](crate::classify)), which the load-balancing layer below
+/// puts on every response and error; the policy adds what a classifier
+/// cannot know. By default:
 /// - a connection never established (refused, unreachable, DNS failure,
-///   connect timeout): retried for any method, nothing was sent;
-/// - 502, 503, 504, 429 ([`RETRYABLE_STATUSES`]), a per-attempt timeout, a
-///   reset or timed-out connection: retried for idempotent methods only
-///   (GET, HEAD, OPTIONS, PUT, DELETE, TRACE);
+///   connect timeout: [`Retryable::NotSent`]): retried for any method,
+///   nothing was sent;
+/// - what the classifier calls [`Retryable::IfIdempotent`] (by default 502,
+///   503, 504, 429, a per-attempt timeout, a reset or timed-out
+///   connection): retried for idempotent methods only (GET, HEAD, OPTIONS,
+///   PUT, DELETE, TRACE);
 /// - anything else is returned as it is.
 ///
-/// Extend it with more statuses or methods, or decide per request and
+/// Add statuses or methods, take statuses away, or decide per request and
 /// outcome with a closure:
 ///
 /// ```
@@ -75,7 +80,10 @@ type Predicate = dyn Fn(&dyn BalancedRequest, &AttemptOutcome<'_>) -> Option<boo
 #[derive(Clone)]
 pub struct Policy {
     idempotent: Vec<Method>,
-    statuses: Vec<StatusCode>,
+    /// Retried when idempotent, whatever the classifier said.
+    also: Vec<StatusCode>,
+    /// Never retried, whatever the classifier said.
+    never: Vec<StatusCode>,
     predicate: Option<Arc<Predicate>>,
 }
 
@@ -90,7 +98,8 @@ impl Default for Policy {
                 Method::DELETE,
                 Method::TRACE,
             ],
-            statuses: RETRYABLE_STATUSES.to_vec(),
+            also: Vec::new(),
+            never: Vec::new(),
             predicate: None,
         }
     }
@@ -102,18 +111,23 @@ impl Policy {
         Self::default()
     }
 
-    /// Also retries answers with `status` (for idempotent requests).
+    /// Also retries answers with `status` (for idempotent requests),
+    /// whatever the classifier says.
     pub fn retry_status(mut self, status: StatusCode) -> Self {
-        if !self.statuses.contains(&status) {
-            self.statuses.push(status);
+        self.never.retain(|s| *s != status);
+        if !self.also.contains(&status) {
+            self.also.push(status);
         }
         self
     }
 
     /// Never retries answers with `status` (e.g. 429, to leave rate limits
-    /// to the caller).
+    /// to the caller), whatever the classifier says.
     pub fn no_retry_status(mut self, status: StatusCode) -> Self {
-        self.statuses.retain(|s| *s != status);
+        self.also.retain(|s| *s != status);
+        if !self.never.contains(&status) {
+            self.never.push(status);
+        }
         self
     }
 
@@ -143,12 +157,14 @@ impl Policy {
         self.idempotent.iter().any(|m| m == method)
     }
 
-    /// Why the outcome is worth another attempt, or `None` when it is not.
+    /// Why the outcome is worth another attempt, or `None` when it is not;
+    /// `retryable` is the classifier's verdict on it.
     pub(crate) fn verdict(
         &self,
         request: &dyn BalancedRequest,
         idempotent: bool,
         outcome: &AttemptOutcome<'_>,
+        retryable: Retryable,
     ) -> Option<Reason> {
         if let Some(predicate) = &self.predicate {
             match predicate(request, outcome) {
@@ -159,9 +175,21 @@ impl Policy {
         }
         match outcome {
             AttemptOutcome::Response { status, .. } => {
-                (idempotent && self.statuses.contains(status)).then_some(Reason::Status(*status))
+                if self.never.contains(status) {
+                    return None;
+                }
+                let retryable = if self.also.contains(status) {
+                    Retryable::IfIdempotent
+                } else {
+                    retryable
+                };
+                match retryable {
+                    Retryable::NotSent => Some(Reason::Status(*status)),
+                    Retryable::IfIdempotent if idempotent => Some(Reason::Status(*status)),
+                    _ => None,
+                }
             }
-            AttemptOutcome::Error(error) => match retryable_error(*error) {
+            AttemptOutcome::Error(error) => match retryable {
                 Retryable::NotSent => Some(Reason::NotSent),
                 Retryable::IfIdempotent if idempotent => Some(match error {
                     Error::AttemptTimeout { .. } => Reason::Timeout,
@@ -177,7 +205,8 @@ impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policy")
             .field("idempotent", &self.idempotent)
-            .field("statuses", &self.statuses)
+            .field("retry_status", &self.also)
+            .field("no_retry_status", &self.never)
             .field("retry_if", &self.predicate.is_some())
             .finish()
     }
@@ -208,8 +237,8 @@ impl fmt::Display for Reason {
 /// A request's own say over its retries, overriding the policy.
 ///
 /// Put it in an `http::Request`'s extensions; for a `reqwest::Request`
-/// (whose extensions are private), call the retry service inside
-/// [`RetryMode::scope`].
+/// (whose extensions are private), in those of a
+/// [`WithExtensions`](crate::WithExtensions) around it.
 ///
 /// ```
 /// use tower_lb::retry::RetryMode;
@@ -233,43 +262,37 @@ pub enum RetryMode {
     Idempotent,
 }
 
-tokio::task_local! {
-    static SCOPED: RetryMode;
-}
-
 impl RetryMode {
-    /// Runs `f` with this mode in effect for every request the retry layer
-    /// takes in `call` synchronously inside it. For request types whose
-    /// extensions are private (`reqwest::Request`); a mode in the request's
-    /// extensions takes precedence.
-    ///
-    /// ```no_run
-    /// # async fn run(mut client: impl tower::Service<reqwest::Request, Response = reqwest::Response, Error = tower_lb::Error>) -> Result<(), tower_lb::Error> {
-    /// use tower::ServiceExt;
-    /// use tower_lb::retry::RetryMode;
-    ///
-    /// let request = reqwest::Request::new(http::Method::GET, "http://greet/api/greet".parse().unwrap());
-    /// let ready = client.ready().await?;
-    /// let response = RetryMode::Off.scope(|| ready.call(request)).await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn scope<R>(self, f: impl FnOnce() -> R) -> R {
-        SCOPED.sync_scope(self, f)
-    }
-
-    /// The mode for `request`: its extension, else the enclosing scope's,
-    /// else [`RetryMode::Policy`].
+    /// The mode for `request`: its extension, else [`RetryMode::Policy`].
     pub(crate) fn of(request: &dyn BalancedRequest) -> RetryMode {
-        if let Some(mode) = request.extensions().and_then(|e| e.get::<RetryMode>()) {
-            return *mode;
-        }
-        SCOPED.try_with(|mode| *mode).unwrap_or_default()
+        request
+            .extensions()
+            .and_then(|e| e.get::<RetryMode>())
+            .copied()
+            .unwrap_or_default()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::{Classify, DefaultClassifier};
+
+    /// The policy's verdict on top of the default classifier's.
+    fn judge(
+        policy: &Policy,
+        request: &dyn BalancedRequest,
+        idempotent: bool,
+        outcome: &AttemptOutcome<'_>,
+    ) -> Option<Reason> {
+        let retryable = match outcome {
+            AttemptOutcome::Response { status, headers } => {
+                DefaultClassifier.classify_response(*status, headers).retry
+            }
+            AttemptOutcome::Error(error) => DefaultClassifier.classify_error(*error).retry,
+        };
+        policy.verdict(request, idempotent, outcome, retryable)
+    }
 
     fn response(status: u16) -> (StatusCode, HeaderMap) {
         (StatusCode::from_u16(status).unwrap(), HeaderMap::new())
@@ -284,9 +307,9 @@ mod tests {
             status,
             headers: &headers,
         };
-        assert_eq!(policy.verdict(&request, false, &outcome), None);
+        assert_eq!(judge(&policy, &request, false, &outcome), None);
         assert_eq!(
-            policy.verdict(&request, true, &outcome),
+            judge(&policy, &request, true, &outcome),
             Some(Reason::Status(status))
         );
         let (status, headers) = response(500);
@@ -294,7 +317,7 @@ mod tests {
             status,
             headers: &headers,
         };
-        assert_eq!(policy.verdict(&request, true, &outcome), None);
+        assert_eq!(judge(&policy, &request, true, &outcome), None);
 
         let refused = Error::inner_from(
             Some("greet".into()),
@@ -303,7 +326,7 @@ mod tests {
         );
         let outcome = AttemptOutcome::Error(&refused);
         assert_eq!(
-            policy.verdict(&request, false, &outcome),
+            judge(&policy, &request, false, &outcome),
             Some(Reason::NotSent)
         );
         let reset = Error::inner_from(
@@ -312,9 +335,9 @@ mod tests {
             std::io::Error::from(std::io::ErrorKind::ConnectionReset),
         );
         let outcome = AttemptOutcome::Error(&reset);
-        assert_eq!(policy.verdict(&request, false, &outcome), None);
+        assert_eq!(judge(&policy, &request, false, &outcome), None);
         assert_eq!(
-            policy.verdict(&request, true, &outcome),
+            judge(&policy, &request, true, &outcome),
             Some(Reason::Transport)
         );
     }
@@ -332,28 +355,21 @@ mod tests {
         };
         let ok = http::Request::get("http://greet/x").body(()).unwrap();
         let never = http::Request::get("http://greet/never").body(()).unwrap();
-        assert!(policy.verdict(&ok, true, &outcome).is_some());
-        assert!(policy.verdict(&never, true, &outcome).is_none());
+        assert!(judge(&policy, &ok, true, &outcome).is_some());
+        assert!(judge(&policy, &never, true, &outcome).is_none());
         let (status, headers) = response(429);
         let outcome = AttemptOutcome::Response {
             status,
             headers: &headers,
         };
-        assert!(policy.verdict(&ok, true, &outcome).is_none());
+        assert!(judge(&policy, &ok, true, &outcome).is_none());
     }
 
     #[test]
-    fn mode_from_extension_then_scope() {
+    fn mode_from_the_extension() {
         let mut request = http::Request::get("http://greet/").body(()).unwrap();
         assert_eq!(RetryMode::of(&request), RetryMode::Policy);
-        assert_eq!(
-            RetryMode::Off.scope(|| RetryMode::of(&request)),
-            RetryMode::Off
-        );
         request.extensions_mut().insert(RetryMode::Idempotent);
-        assert_eq!(
-            RetryMode::Off.scope(|| RetryMode::of(&request)),
-            RetryMode::Idempotent
-        );
+        assert_eq!(RetryMode::of(&request), RetryMode::Idempotent);
     }
 }

@@ -8,6 +8,8 @@
 use std::future::Future;
 
 use crate::BoxError;
+#[cfg(feature = "reqwest")]
+use crate::request::WithExtensions;
 use crate::request::BalancedRequest;
 use crate::retry::not_replayable::NotReplayable;
 use crate::retry::replay::{Buffered, ReplayBody};
@@ -130,23 +132,53 @@ fn view_of(parts: &http::request::Parts) -> http::Request<Buffered> {
     view
 }
 
+/// `reqwest::Request`s keep their extensions private: every attempt goes
+/// down as a [`WithExtensions`], which carries the attempt's context; the
+/// load-balancing layer hands the request inside to the client.
 #[cfg(feature = "reqwest")]
 impl ReplayableRequest for reqwest::Request {
-    type Sent = reqwest::Request;
-    type Template = reqwest::Request;
+    type Sent = WithExtensions<reqwest::Request>;
+    type Template = WithExtensions<reqwest::Request>;
+
+    fn prepare(
+        self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Prepared<Self::Sent, Self::Template>, BoxError>> + Send {
+        WithExtensions::new(self).prepare(limit)
+    }
+
+    fn replay(template: &Self::Template) -> Option<Self::Sent> {
+        WithExtensions::replay(template)
+    }
+
+    fn once(self) -> Self::Sent {
+        WithExtensions::new(self)
+    }
+}
+
+/// A `reqwest::Request` with extensions of its own (a
+/// [`RetryMode`](crate::retry::RetryMode), say): copied per attempt with
+/// `try_clone`, extensions and all.
+#[cfg(feature = "reqwest")]
+impl ReplayableRequest for WithExtensions<reqwest::Request> {
+    type Sent = WithExtensions<reqwest::Request>;
+    type Template = WithExtensions<reqwest::Request>;
 
     async fn prepare(
         self,
         _limit: usize,
     ) -> Result<Prepared<Self::Sent, Self::Template>, BoxError> {
-        // A body in memory clones; a stream does not.
-        if self.body().is_none_or(|body| body.as_bytes().is_some()) {
+        // A body in memory clones; a stream does not. The limit does not
+        // apply: the body is in memory already.
+        let request = self.request();
+        if request.body().is_none_or(|body| body.as_bytes().is_some()) {
             return Ok(Prepared::Replayable(self));
         }
-        let mut view = reqwest::Request::new(self.method().clone(), self.url().clone());
-        *view.headers_mut() = self.headers().clone();
-        *view.version_mut() = self.version();
-        *view.timeout_mut() = self.timeout().copied();
+        let mut view = reqwest::Request::new(request.method().clone(), request.url().clone());
+        *view.headers_mut() = request.headers().clone();
+        *view.version_mut() = request.version();
+        *view.timeout_mut() = request.timeout().copied();
+        let view = WithExtensions::from_parts(view, self.extensions().clone());
         Ok(Prepared::Once {
             request: self,
             view,
@@ -155,7 +187,11 @@ impl ReplayableRequest for reqwest::Request {
     }
 
     fn replay(template: &Self::Template) -> Option<Self::Sent> {
-        template.try_clone()
+        let request = template.request().try_clone()?;
+        Some(WithExtensions::from_parts(
+            request,
+            template.extensions().clone(),
+        ))
     }
 
     fn once(self) -> Self::Sent {

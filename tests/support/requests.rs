@@ -33,7 +33,10 @@ pub async fn send(client: &Client, url: &str) -> Result<Answer, Error> {
 
 /// Like [`send`], on a `&mut` service: `ready` then `call`.
 pub async fn send_mut(client: &mut Client, url: &str) -> Result<Answer, Error> {
-    let response = client.ready().await?.call(get_request(url)).await?;
+    let response = ServiceExt::<reqwest::Request>::ready(client)
+        .await?
+        .call(get_request(url))
+        .await?;
     Ok(read_answer(response).await)
 }
 

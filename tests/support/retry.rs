@@ -143,7 +143,7 @@ impl Instances {
     }
 
     /// The tower service. It also tells the retry layer which endpoint each
-    /// request went to (`note_endpoint`), as a balancing layer may.
+    /// request went to (in its attempt context), as a balancing layer may.
     pub fn service(
         &self,
         note: bool,
@@ -155,8 +155,11 @@ impl Instances {
         let this = self.clone();
         tower::service_fn(move |request: Request| -> BoxFuture {
             let i = this.index(&request);
-            if note && let Some(endpoint) = request.extensions().get::<Endpoint>() {
-                tower_lb::retry::note_endpoint(endpoint);
+            if note
+                && let Some(endpoint) = request.extensions().get::<Endpoint>()
+                && let Some(context) = tower_lb::AttemptContext::of(&request)
+            {
+                context.record_endpoint(endpoint);
             }
             let n = this.hits[i].fetch_add(1, Ordering::SeqCst);
             let reply = (this.script)(i, n, request.method());

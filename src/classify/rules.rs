@@ -1,56 +1,15 @@
-//! One place decides what counts as a failure of the endpoint, and what
-//! may be tried again.
-//!
-//! A 5xx answer or a transport error (refused, reset, timed out) is the
-//! endpoint's failure and counts against it; a 4xx is the caller's mistake
-//! and does not. Balancers, stats and (later) ejection all read the same
-//! verdict.
-//!
-//! For retries, [`retryable_status`] and [`retryable_error`] say whether
-//! another attempt could succeed, and whether the request may already have
-//! been processed ([`Retryable::IfIdempotent`]) or certainly was not
-//! ([`Retryable::NotSent`]). The retry layer's
-//! [`Policy`](crate::retry::Policy) starts from these.
+//! Today's rules, as functions: what a status or an error says about the
+//! endpoint, and whether another attempt could help. The
+//! [`DefaultClassifier`](super::DefaultClassifier) is made of them; a
+//! classifier of your own can call them for the cases it does not change.
 
 use std::error::Error as StdError;
 use std::io;
 
 use http::StatusCode;
 
+use super::verdict::{FailureKind, Outcome, Retryable};
 use crate::error::chain;
-
-/// What a finished request says about the endpoint that served it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// The endpoint did its job (2xx, 3xx, 4xx).
-    Success,
-    /// The endpoint failed, and how.
-    Failure(FailureKind),
-}
-
-/// How an endpoint failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FailureKind {
-    /// It answered with a 5xx status.
-    Status(StatusCode),
-    /// The connection was refused: nothing listens there.
-    ConnectionRefused,
-    /// The connection was reset or aborted mid-way.
-    ConnectionReset,
-    /// Connecting or answering took too long.
-    Timeout,
-    /// Any other transport error.
-    Other,
-}
-
-impl Outcome {
-    /// True for [`Outcome::Failure`].
-    pub fn is_failure(&self) -> bool {
-        matches!(self, Outcome::Failure(_))
-    }
-}
 
 /// The verdict on a response status: 5xx fails, anything else succeeds.
 ///
@@ -114,23 +73,6 @@ pub fn blames_endpoint(error: &(dyn StdError + 'static)) -> bool {
         }
     }
     true
-}
-
-/// Whether another attempt of a request could succeed, and for which
-/// methods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Retryable {
-    /// Another attempt would not help (a success, the caller's mistake, a
-    /// configuration error), or it is not known to be safe.
-    No,
-    /// The request never reached the endpoint (refused, unreachable, DNS
-    /// failure, connect timeout): any method may be sent again.
-    NotSent,
-    /// The endpoint failed after it may have processed the request (502,
-    /// 503, 504, 429, a timeout, a reset): only an idempotent request may be
-    /// sent again.
-    IfIdempotent,
 }
 
 /// The statuses another endpoint, or a later attempt, may answer better:

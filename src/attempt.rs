@@ -1,0 +1,121 @@
+//! The contract between the retry layer and the balancer: what one attempt
+//! carries down in its request, and what comes back up.
+//!
+//! The retry layer (or any layer of yours that makes attempts) puts an
+//! [`AttemptContext`] in each attempt's request: its number, the endpoints
+//! it should avoid, and its deadline. The load-balancing layer reads it
+//! there, picks away from the avoided endpoints, holds the attempt in
+//! flight as timed out if it is abandoned past its deadline, and writes
+//! the endpoint it chose back into the context, which the layer above
+//! still holds (a clone shares it). So a hedge can avoid an attempt that
+//! has not answered yet, and a timed-out attempt is still known by its
+//! endpoint.
+//!
+//! Nothing travels in a thread-local or a task-local: a layer between the
+//! two that defers `call` to another task (tower's `Buffer`), limits
+//! concurrency or wraps the body (tower-http's `TraceLayer`) changes
+//! nothing. `http::Request`s carry the context in their extensions;
+//! `reqwest::Request`, whose extensions are private, travels as a
+//! [`WithExtensions`](crate::WithExtensions) through the layers.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio::time::Instant;
+
+use crate::Endpoint;
+use crate::balance::Avoid;
+use crate::request::BalancedRequest;
+
+/// What one attempt of a call tells the balancer, carried in the request.
+///
+/// Cheap to clone: clones share the slot for the endpoint the balancer
+/// chose, so the layer that made the attempt keeps a clone and reads
+/// [`endpoint`](Self::endpoint) while the attempt is in flight or after
+/// it was abandoned.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_lb::{AttemptContext, Endpoint};
+/// use tower_lb::balance::Avoid;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut avoid = Avoid::new();
+/// avoid.insert(Endpoint::new("10.0.0.7:8080")?);
+/// let context = AttemptContext::new(2)
+///     .with_avoid(avoid)
+///     .with_deadline(tokio::time::Instant::now() + Duration::from_secs(1));
+/// let mut request = http::Request::get("http://greet/").body(())?;
+/// request.extensions_mut().insert(context.clone());
+/// // ... the balancer below picks, and says where it sent the attempt:
+/// AttemptContext::of(&request).unwrap().record_endpoint(&Endpoint::new("10.0.0.8:8080")?);
+/// assert_eq!(context.endpoint().map(Endpoint::key), Some("http://10.0.0.8:8080"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AttemptContext {
+    number: u32,
+    avoid: Avoid,
+    deadline: Option<Instant>,
+    sent_to: Arc<OnceLock<Endpoint>>,
+}
+
+impl AttemptContext {
+    /// The context of attempt `number` (1 for the first) of a call,
+    /// avoiding nothing, without a deadline.
+    pub fn new(number: u32) -> Self {
+        Self {
+            number,
+            avoid: Avoid::new(),
+            deadline: None,
+            sent_to: Arc::default(),
+        }
+    }
+
+    /// Endpoints this attempt should not go to (those earlier attempts
+    /// tried): the balancer picks elsewhere while anything else is
+    /// eligible.
+    pub fn with_avoid(mut self, avoid: Avoid) -> Self {
+        self.avoid = avoid;
+        self
+    }
+
+    /// When the attempt will be abandoned: dropped unfinished at or after
+    /// it, the attempt counts as a timeout against its endpoint.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The attempt's number, 1 for the first.
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// The endpoints to avoid.
+    pub fn avoid(&self) -> &Avoid {
+        &self.avoid
+    }
+
+    /// The attempt's deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Says which endpoint the attempt was sent to: the balancer calls it
+    /// once it has picked (a balancer of your own should too). The first
+    /// call wins.
+    pub fn record_endpoint(&self, endpoint: &Endpoint) {
+        let _ = self.sent_to.set(endpoint.clone());
+    }
+
+    /// The endpoint the balancer sent the attempt to, once it has.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.sent_to.get()
+    }
+
+    /// The context carried by `request`, if any.
+    pub fn of<R: BalancedRequest + ?Sized>(request: &R) -> Option<&AttemptContext> {
+        request.extensions()?.get::<AttemptContext>()
+    }
+}

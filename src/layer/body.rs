@@ -1,0 +1,226 @@
+//! A response body that keeps its attempt in flight until its last byte,
+//! and records the attempt's outcome when it ends, fails or is dropped.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{HeaderMap, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::Picked;
+use crate::classify::{Classify, Verdict};
+use crate::request::BalancedResponse;
+
+/// The record of one attempt that its response body carries to the end:
+/// the pick (in flight until then), the head's verdict, and the classifier
+/// that may revise it on the trailers or a body error. Recorded exactly
+/// once, when the body ends, fails or is dropped.
+pub struct BodyGuard {
+    picked: Option<Picked>,
+    status: StatusCode,
+    verdict: Verdict,
+    classifier: Arc<dyn Classify>,
+}
+
+impl BodyGuard {
+    pub(crate) fn new(
+        picked: Picked,
+        status: StatusCode,
+        verdict: Verdict,
+        classifier: Arc<dyn Classify>,
+    ) -> Self {
+        Self {
+            picked: Some(picked),
+            status,
+            verdict,
+            classifier,
+        }
+    }
+
+    /// The body ended, with `trailers` if it had some.
+    fn end(&mut self, trailers: Option<&HeaderMap>) {
+        let Some(picked) = self.picked.take() else {
+            return;
+        };
+        let verdict = trailers
+            .and_then(|t| self.classifier.classify_trailers(self.status, t))
+            .unwrap_or(self.verdict);
+        picked.complete(verdict.outcome);
+    }
+
+    /// The body failed before its end.
+    fn fail(&mut self, error: &(dyn StdError + 'static)) {
+        if let Some(picked) = self.picked.take() {
+            picked.complete(self.classifier.classify_body_error(error).outcome);
+        }
+    }
+}
+
+impl Drop for BodyGuard {
+    fn drop(&mut self) {
+        // The caller stopped reading: not the endpoint's doing, the head's
+        // verdict stands.
+        if let Some(picked) = self.picked.take() {
+            picked.complete(self.verdict.outcome);
+        }
+    }
+}
+
+impl fmt::Debug for BodyGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyGuard")
+            .field("endpoint", &self.picked.as_ref().map(Picked::endpoint))
+            .field("verdict", &self.verdict)
+            .finish()
+    }
+}
+
+pin_project! {
+    /// The body of a response from a balanced `http::Response<B>`: the
+    /// body as it was, and the attempt's record, which ends with it (see
+    /// [`Picked`] for what is recorded when).
+    pub struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        guard: Option<BodyGuard>,
+    }
+}
+
+impl<B> TrackedBody<B> {
+    pub(crate) fn new(inner: B, guard: Option<BodyGuard>) -> Self {
+        Self { inner, guard }
+    }
+
+    /// The body inside.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+
+    /// The body inside, unwrapped: from here on, the attempt counts as
+    /// done.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+/// A body error, as the classifier sees it: the body's own error type need
+/// not be a `std::error::Error` (a boxed one is not), so its message is
+/// what travels.
+#[derive(Debug)]
+struct BodyFailed(String);
+
+impl fmt::Display for BodyFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the response body failed: {}", self.0)
+    }
+}
+
+impl StdError for BodyFailed {}
+
+impl<B> Body for TrackedBody<B>
+where
+    B: Body,
+    B::Error: fmt::Display,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let mut inner = this.inner;
+        let frame = ready!(inner.as_mut().poll_frame(cx));
+        if let Some(guard) = this.guard {
+            match &frame {
+                None => guard.end(None),
+                Some(Ok(frame)) if frame.is_trailers() => guard.end(frame.trailers_ref()),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => guard.fail(&BodyFailed(error.to_string())),
+            }
+            // A body that knows it has ended may not be polled again.
+            if frame.as_ref().is_some_and(|f| f.is_ok()) && inner.is_end_stream() {
+                guard.end(None);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for TrackedBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackedBody")
+            .field("inner", &self.inner)
+            .field("guard", &self.guard)
+            .finish()
+    }
+}
+
+/// A response type whose body the load-balancing layer can follow to its
+/// end. Implemented for `http::Response<B>` (the body becomes a
+/// [`TrackedBody<B>`]) and, with the `reqwest` feature, `reqwest::Response`
+/// (which stays a `reqwest::Response`: its body is wrapped inside it, and
+/// its URL, status, headers and extensions are kept).
+pub trait TrackBody: BalancedResponse + Sized {
+    /// The response handed to the caller.
+    type Tracked: BalancedResponse;
+
+    /// The response with `guard` riding in its body.
+    fn track(self, guard: BodyGuard) -> Self::Tracked;
+
+    /// The response as the caller's type, with nothing to record (a
+    /// request passed through unbalanced).
+    fn untracked(self) -> Self::Tracked;
+}
+
+impl<B> TrackBody for http::Response<B>
+where
+    B: Send + 'static,
+{
+    type Tracked = http::Response<TrackedBody<B>>;
+
+    fn track(self, guard: BodyGuard) -> Self::Tracked {
+        self.map(|body| TrackedBody::new(body, Some(guard)))
+    }
+
+    fn untracked(self) -> Self::Tracked {
+        self.map(|body| TrackedBody::new(body, None))
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl TrackBody for reqwest::Response {
+    type Tracked = reqwest::Response;
+
+    fn track(self, guard: BodyGuard) -> Self::Tracked {
+        use reqwest::ResponseBuilderExt;
+
+        let url = self.url().clone();
+        let (mut parts, body) = http::Response::<reqwest::Body>::from(self).into_parts();
+        // The conversion drops the URL; reqwest's builder extension is the
+        // public way to hand it back.
+        let mut with_url = http::response::Builder::new().url(url);
+        if let Some(extensions) = with_url.extensions_mut() {
+            parts.extensions.extend(std::mem::take(extensions));
+        }
+        let body = reqwest::Body::wrap(TrackedBody::new(body, Some(guard)));
+        reqwest::Response::from(http::Response::from_parts(parts, body))
+    }
+
+    fn untracked(self) -> Self::Tracked {
+        self
+    }
+}
