@@ -68,8 +68,16 @@ fn reqwest_request() -> reqwest::Request {
     request
 }
 
-fn reqwest_ok(_: reqwest::Request) -> Ready<Result<reqwest::Response, Infallible>> {
+fn reqwest_bare(_: reqwest::Request) -> Ready<Result<reqwest::Response, Infallible>> {
     ready(Ok(reqwest::Response::from(http::Response::new(""))))
+}
+
+/// The retry layer sends each reqwest attempt down with its context, as a
+/// `WithExtensions`; the balancer (absent here) would unwrap it.
+fn reqwest_ok(
+    request: tower_lb::WithExtensions<reqwest::Request>,
+) -> Ready<Result<reqwest::Response, Infallible>> {
+    reqwest_bare(request.into_parts().0)
 }
 
 /// The end of a reqwest-middleware chain: answers in memory.
@@ -172,7 +180,7 @@ fn reqwest_stacks(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("reqwest");
 
-    let bare = service_fn(reqwest_ok);
+    let bare = service_fn(reqwest_bare);
     group.bench_function("bare", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(bare.oneshot(reqwest_request()).await.unwrap()) })
@@ -237,7 +245,7 @@ fn count(stack: &str, calls: u64) {
         "http/bare" => run!(service_fn(http_ok::<String>), http_request()),
         "http/tower_lb" => run!(ours_http(), http_request()),
         "http/tower_resilience" => run!(resilience_http(), http_request()),
-        "reqwest/bare" => run!(service_fn(reqwest_ok), reqwest_request()),
+        "reqwest/bare" => run!(service_fn(reqwest_bare), reqwest_request()),
         "reqwest/tower_lb" => run!(ours_reqwest(), reqwest_request()),
         "reqwest/reqwest_middleware_bare" | "reqwest/reqwest_retry" => {
             let client = middleware_client(stack.ends_with("retry"));

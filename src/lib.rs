@@ -65,14 +65,16 @@ mod request;
 pub mod retry;
 pub mod stats;
 
+pub use attempt::AttemptContext;
 pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind, IntoEndpoint};
 pub use error::{BoxError, Error};
 pub use layer::{
     BodyGuard, DEFAULT_TIMEOUT, LoadBalance, LoadBalanceBuilder, LoadBalanceLayer, ResponseFuture,
     TrackBody, TrackedBody, UnknownHost,
 };
-pub use pool::{CachedPool, DEFAULT_READY_TIMEOUT, Picked, Pool, PoolBuilder};
-pub use attempt::AttemptContext;
+pub use pool::{
+    CachedPool, DEFAULT_CANCEL_TIMEOUT, DEFAULT_READY_TIMEOUT, Picked, Pool, PoolBuilder,
+};
 pub use request::{BalancedRequest, BalancedResponse, OutgoingRequest, WithExtensions};
 pub use retry::replayable::{Prepared, ReplayableRequest};
 pub use retry::{Retry, RetryLayer};

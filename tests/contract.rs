@@ -105,6 +105,7 @@ async fn retries_avoid_tried_endpoints_through_buffer_limit_and_trace() {
     stop_all(instances).await;
 }
 
+#[cfg_attr(not(feature = "tower-http"), allow(dead_code))]
 /// A gRPC-style instance that says `grpc-status: 14` (UNAVAILABLE) in an
 /// HTTP 200, or `0` (OK); counts what it served.
 struct GrpcInstance {
@@ -112,6 +113,7 @@ struct GrpcInstance {
     hits: Arc<AtomicU64>,
 }
 
+#[cfg_attr(not(feature = "tower-http"), allow(dead_code))]
 impl GrpcInstance {
     async fn start(grpc_status: &'static str) -> GrpcInstance {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();

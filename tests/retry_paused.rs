@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime};
 use http::{Method, StatusCode};
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_lb::{Error, TrackedBody};
 use tower_lb::retry::{
     Backoff, Hedge, NotReplayable, NotRetried, Policy, RetryBudget, RetryFuture, RetryLayer,
     RetryMode,
 };
+use tower_lb::{Error, TrackedBody};
 
 use support::retry::{Instances, Reply, attempts_of, get, no_repeat_in_a_row, percentile, post};
 
@@ -349,7 +349,11 @@ async fn bodies_above_the_limit_are_sent_once_and_say_so() {
 /// Sends `n` GETs one after another; returns each call's latency.
 async fn latencies(
     client: &(
-         impl Service<http::Request<String>, Response = http::Response<TrackedBody<String>>, Error = Error> + Clone
+         impl Service<
+        http::Request<String>,
+        Response = http::Response<TrackedBody<String>>,
+        Error = Error,
+    > + Clone
      ),
     n: usize,
 ) -> Vec<(Duration, u32)> {

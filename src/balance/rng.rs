@@ -63,7 +63,10 @@ impl SeededRng {
     /// The next value of the sequence.
     #[inline]
     pub(crate) fn next_u64(&self) -> u64 {
-        mix(self.state.fetch_add(STEP, Ordering::Relaxed).wrapping_add(STEP))
+        mix(self
+            .state
+            .fetch_add(STEP, Ordering::Relaxed)
+            .wrapping_add(STEP))
     }
 }
 

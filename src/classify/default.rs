@@ -5,7 +5,9 @@ use std::error::Error as StdError;
 use http::{HeaderMap, StatusCode};
 
 use super::classifier::Classify;
-use super::rules::{blames_endpoint, classify_error, classify_status, retryable_error, retryable_status};
+use super::rules::{
+    blames_endpoint, classify_error, classify_status, retryable_error, retryable_status,
+};
 use super::verdict::{Outcome, Verdict};
 
 /// The rules the crate ships with (see the [module docs](super)):

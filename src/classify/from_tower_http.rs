@@ -106,7 +106,11 @@ where
     C::FailureClass: FailureClassVerdict,
 {
     fn classify_response(&self, status: StatusCode, headers: &HeaderMap) -> Verdict {
-        match self.classifier.clone().classify_response(&head(status, headers)) {
+        match self
+            .classifier
+            .clone()
+            .classify_response(&head(status, headers))
+        {
             ClassifiedResponse::Ready(Ok(())) => {
                 // Not a failure, but a 429 still asks for another try.
                 Verdict::new(Outcome::Success, retryable_status(status))

@@ -55,18 +55,17 @@
 
 mod classifier;
 mod default;
-mod rules;
 #[cfg(feature = "tower-http")]
 mod from_tower_http;
+mod rules;
 mod verdict;
 
 pub use classifier::Classify;
 pub use default::DefaultClassifier;
+#[cfg(feature = "tower-http")]
+pub use from_tower_http::{FailureClassVerdict, TowerHttp};
 pub use rules::{
     RETRYABLE_STATUSES, blames_endpoint, classify_error, classify_status, retryable_error,
     retryable_status,
 };
-#[cfg(feature = "tower-http")]
-pub use from_tower_http::{FailureClassVerdict, TowerHttp};
 pub use verdict::{FailureKind, Outcome, Retryable, Verdict};
-

@@ -66,12 +66,13 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> FailureKind {
 /// assert!(blames_endpoint(&io::Error::from(io::ErrorKind::ConnectionRefused)));
 /// ```
 pub fn blames_endpoint(error: &(dyn StdError + 'static)) -> bool {
+    #[cfg(feature = "reqwest")]
     for e in chain(error) {
-        #[cfg(feature = "reqwest")]
         if let Some(reqwest) = e.downcast_ref::<reqwest::Error>() {
             return !reqwest.is_builder() || reqwest.url().is_some();
         }
     }
+    let _ = error;
     true
 }
 

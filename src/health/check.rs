@@ -98,6 +98,7 @@ impl HealthCheck {
 
     /// The statuses that count as healthy for an HTTP probe (default
     /// 200..=299). No effect on a custom check.
+    #[cfg_attr(not(feature = "reqwest"), allow(unused_mut))]
     pub fn expected_status(mut self, range: RangeInclusive<u16>) -> Self {
         #[cfg(feature = "reqwest")]
         if let Probe::Http { expected, .. } = &mut self.probe {
@@ -151,6 +152,7 @@ impl HealthCheck {
     }
 
     /// Probes `endpoint` once; the error says why it failed.
+    #[cfg_attr(not(feature = "reqwest"), allow(unused_variables))]
     pub(crate) async fn probe(
         &self,
         endpoint: &Endpoint,

@@ -272,8 +272,7 @@ impl LoadBalanceBuilder {
         let default_balancer = self.balancer.unwrap_or_else(|| Arc::new(RoundRobin::new()));
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::Config(
-                "load balancer: timeout must be above zero (without_timeout() turns it off)"
-                    .into(),
+                "load balancer: timeout must be above zero (without_timeout() turns it off)".into(),
             ));
         }
         let mut router = Router::new(self.unknown_host, self.classifier, self.timeout);

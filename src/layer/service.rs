@@ -10,7 +10,9 @@ use crate::layer::body::TrackBody;
 use crate::layer::future::{Balanced, ResponseFuture};
 use crate::layer::router::{Router, UnknownHost};
 use crate::pool::CachedPool;
-use crate::request::{OutgoingRequest, WithExtensions};
+use crate::request::OutgoingRequest;
+#[cfg(feature = "reqwest")]
+use crate::request::WithExtensions;
 use crate::stats::PoolStats;
 use crate::{BoxError, Error, Picked, Pool};
 
@@ -130,7 +132,6 @@ impl<S> LoadBalance<S> {
     }
 }
 
-
 /// One `Service` impl per request type, each naming the inner client's
 /// request type outright (rather than one impl over a projection): with
 /// hyper-util's client or any `http::Request` service inside, tower's
@@ -184,10 +185,7 @@ serve!(
 /// Picks for `request`: its path and headers for hashing balancers, and the
 /// endpoints it should avoid (from its attempt context, or an [`Avoid`] of
 /// its own) for retries.
-fn pick_for<Req: OutgoingRequest>(
-    pool: &mut CachedPool,
-    request: &Req,
-) -> Result<Picked, Error> {
+fn pick_for<Req: OutgoingRequest>(pool: &mut CachedPool, request: &Req) -> Result<Picked, Error> {
     let service = pool.pool().service_arc().clone();
     let ctx = PickContext::new(&service)
         .with_path(request.path())

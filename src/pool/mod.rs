@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use builder::PoolBuilder;
+pub use builder::{DEFAULT_CANCEL_TIMEOUT, PoolBuilder};
 pub use cached::CachedPool;
 use load::LoadTracking;
 use member::Member;

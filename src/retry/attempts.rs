@@ -45,11 +45,12 @@ impl Attempts {
         self.count.saturating_sub(1 + self.hedges)
     }
 
-    /// The endpoints the attempts went to, where known: in the order they
-    /// were sent when the balancer says where an attempt goes as it
-    /// dispatches it ([`note_endpoint`](crate::retry::note_endpoint)),
-    /// otherwise when it answers (an attempt cut short by a timeout may not
-    /// say).
+    /// The endpoints the attempts went to, in the order the attempts
+    /// ended (or were abandoned: a hedge's loser, an attempt cut short by
+    /// its timeout). The balancer writes each attempt's endpoint into its
+    /// [`AttemptContext`](crate::AttemptContext) as it picks, so every
+    /// attempt it dispatched is here; one that never reached a balancer
+    /// (no endpoints) is not.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }

@@ -120,7 +120,15 @@ impl<S> Call<S> {
     {
         let number = self.attempts.count().saturating_add(1);
         let deadline = self.attempt_deadline();
-        let sent = send(&mut self.svc, &mut self.fresh, request, number, avoid, deadline).await?;
+        let sent = send(
+            &mut self.svc,
+            &mut self.fresh,
+            request,
+            number,
+            avoid,
+            deadline,
+        )
+        .await?;
         self.attempts.sent(hedge);
         Ok(sent)
     }
@@ -205,7 +213,10 @@ impl<S> Call<S> {
                 Ok(()) => None,
             };
             let retry = self.attempts.retries().saturating_add(1);
-            let mut wait = self.config.backoff.delay_from(retry, self.config.rng.as_deref());
+            let mut wait = self
+                .config
+                .backoff
+                .delay_from(retry, self.config.rng.as_deref());
             if let (None, Ok(response)) = (stop, &finished.result)
                 && let Some(asked) = retry_after(response.headers(), SystemTime::now())
             {

@@ -8,9 +8,9 @@
 use std::future::Future;
 
 use crate::BoxError;
+use crate::request::BalancedRequest;
 #[cfg(feature = "reqwest")]
 use crate::request::WithExtensions;
-use crate::request::BalancedRequest;
 use crate::retry::not_replayable::NotReplayable;
 use crate::retry::replay::{Buffered, ReplayBody};
 
