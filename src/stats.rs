@@ -52,8 +52,12 @@ pub struct EndpointStats {
     pub requests: u64,
     /// Requests finished as failures.
     pub failures: u64,
-    /// Time-decayed average latency in milliseconds.
+    /// Time-decayed average time to the response head, in milliseconds
+    /// (a cancelled request's wait counts too): what Peak-EWMA weighs.
     pub latency_ms: Option<f64>,
+    /// Average time to the last byte of the response body, in
+    /// milliseconds.
+    pub last_byte_ms: Option<f64>,
     /// In rotation, ejected, or failing health checks.
     pub health: HealthState,
     /// Seconds left of the current ejection.
@@ -77,6 +81,7 @@ impl EndpointStats {
             requests: state.requests(),
             failures: state.failures(),
             latency_ms: state.latency().map(|d| d.as_secs_f64() * 1e3),
+            last_byte_ms: state.last_byte_latency().map(|d| d.as_secs_f64() * 1e3),
             health: HealthState::Healthy,
             ejected_for_secs: None,
             times_ejected: 0,
