@@ -224,3 +224,127 @@ impl TrackBody for reqwest::Response {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body::Frame;
+
+    use super::*;
+    use crate::classify::DefaultClassifier;
+    use crate::discover::Fixed;
+    use crate::{Picked, Pool};
+
+    /// A body of `frames`, then an error if `fails`.
+    struct Scripted {
+        frames: Vec<&'static str>,
+        fails: bool,
+    }
+
+    impl Body for Scripted {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            if !self.frames.is_empty() {
+                let data = self.frames.remove(0);
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(data.as_bytes())))));
+            }
+            if std::mem::take(&mut self.fails) {
+                let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+                return Poll::Ready(Some(Err(reset)));
+            }
+            Poll::Ready(None)
+        }
+    }
+
+    async fn picked() -> (Pool, Picked) {
+        let pool = Pool::builder("greet", Fixed::new(["127.0.0.1:1"]).unwrap()).build();
+        pool.ready().await.unwrap();
+        let mut picked = pool.pick().unwrap();
+        picked.start_timer();
+        picked.record_head(false);
+        (pool, picked)
+    }
+
+    fn guard(picked: Picked) -> BodyGuard {
+        BodyGuard::new(
+            picked,
+            StatusCode::OK,
+            Verdict::SUCCESS,
+            Arc::new(DefaultClassifier),
+        )
+    }
+
+    async fn drain<B: Body + Unpin>(mut body: B) -> Result<(), B::Error> {
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            frame?;
+        }
+        Ok(())
+    }
+
+    fn counts(pool: &Pool) -> (usize, u64, u64) {
+        let stats = pool.stats();
+        let e = &stats.endpoints[0];
+        (e.in_flight, e.requests, e.failures)
+    }
+
+    #[tokio::test]
+    async fn in_flight_until_the_last_byte_then_one_success() {
+        let (pool, picked) = picked().await;
+        let mut body = TrackedBody::new(
+            Scripted {
+                frames: vec!["a", "b"],
+                fails: false,
+            },
+            Some(guard(picked)),
+        );
+        assert_eq!(counts(&pool), (1, 0, 0));
+        let first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert!(first.is_some());
+        assert_eq!(counts(&pool), (1, 0, 0), "still reading");
+        drain(body).await.unwrap();
+        assert_eq!(counts(&pool), (0, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_body_error_is_the_endpoints_failure() {
+        let (pool, picked) = picked().await;
+        let body = TrackedBody::new(
+            Scripted {
+                frames: vec!["a"],
+                fails: true,
+            },
+            Some(guard(picked)),
+        );
+        assert!(drain(body).await.is_err());
+        assert_eq!(counts(&pool), (0, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_body_keeps_the_heads_verdict() {
+        let (pool, picked) = picked().await;
+        let body = TrackedBody::new(
+            Scripted {
+                frames: vec!["a"],
+                fails: true,
+            },
+            Some(guard(picked)),
+        );
+        drop(body);
+        assert_eq!(counts(&pool), (0, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn an_untracked_body_records_nothing() {
+        let body = TrackedBody::new(http_body_util::Full::new(Bytes::from_static(b"x")), None);
+        let mapped: Result<(), Infallible> = drain(body).await;
+        assert!(mapped.is_ok());
+    }
+}

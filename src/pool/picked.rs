@@ -189,3 +189,71 @@ impl Drop for Picked {
         self.member.state().finish();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::Pool;
+    use crate::discover::Fixed;
+
+    async fn pool(cancel: Option<Duration>) -> Pool {
+        let builder = Pool::builder("greet", Fixed::new(["127.0.0.1:1"]).unwrap());
+        let builder = match cancel {
+            Some(timeout) => builder.cancel_timeout(timeout),
+            None => builder.without_cancel_timeout(),
+        };
+        let pool = builder.build();
+        pool.ready().await.unwrap();
+        pool
+    }
+
+    fn counts(pool: &Pool) -> (usize, u64, u64, Option<f64>) {
+        let stats = pool.stats();
+        let e = &stats.endpoints[0];
+        (e.in_flight, e.requests, e.failures, e.latency_ms)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_cancellation_is_a_latency_sample_only() {
+        let pool = pool(Some(Duration::from_secs(1))).await;
+        let mut picked = pool.pick().unwrap();
+        picked.start_timer();
+        tokio::time::advance(Duration::from_millis(300)).await;
+        drop(picked);
+        let (in_flight, requests, failures, latency) = counts(&pool);
+        assert_eq!((in_flight, requests, failures), (0, 0, 0));
+        assert!(
+            latency.is_some_and(|ms| (299.0..=301.0).contains(&ms)),
+            "{latency:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_cancellation_is_a_timeout() {
+        let pool = pool(Some(Duration::from_secs(1))).await;
+        let mut picked = pool.pick().unwrap();
+        picked.start_timer();
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        drop(picked);
+        let (in_flight, requests, failures, _) = counts(&pool);
+        assert_eq!((in_flight, requests, failures), (0, 1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_its_deadline_a_cancellation_is_a_timeout() {
+        let pool = pool(None).await;
+        let mut picked = pool.pick().unwrap();
+        picked.start_timer();
+        picked.set_deadline(tokio::time::Instant::now() + Duration::from_millis(100));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        drop(picked);
+        assert_eq!(counts(&pool).2, 1);
+        // Without a deadline and with the timeout off, never.
+        let mut picked = pool.pick().unwrap();
+        picked.start_timer();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        drop(picked);
+        assert_eq!(counts(&pool).2, 1);
+    }
+}
