@@ -12,6 +12,7 @@ use crate::balance::rng::{self, SeededRng};
 use crate::balance::{Balancer, RoundRobin};
 use crate::discover::BoxDiscover;
 use crate::health::{DEFAULT_PANIC_THRESHOLD, HealthCheck, OutlierDetection};
+use crate::pool::clock::PoolClock;
 use crate::pool::restart::DriverSlot;
 use crate::pool::{DEFAULT_READY_TIMEOUT, Pool, Shared, Snapshot, SourceStatus, driver};
 
@@ -179,7 +180,9 @@ impl PoolBuilder {
                 total_in_flight: tracking
                     .total_in_flight
                     .then(|| Arc::new(AtomicUsize::new(0))),
-                clock: Arc::default(),
+                // A seeded pool repeats exactly: its picks read the clock
+                // itself rather than a per-thread count's recent reading.
+                clock: Arc::new(PoolClock::new(self.seed.is_some())),
                 ready_timeout: self.ready_timeout,
                 allow_empty: self.allow_empty,
                 snapshot: Arc::new(ArcSwap::from_pointee(placeholder)),

@@ -31,18 +31,28 @@ pub(crate) struct PoolClock {
     epoch: Instant,
     /// The latest published reading, in ns since `epoch`.
     recent: AtomicU64,
+    /// Read the clock on every call: a seeded pool's picks must not depend
+    /// on how many picks this thread made before (a per-thread count).
+    exact: bool,
 }
 
 impl Default for PoolClock {
     fn default() -> Self {
-        Self {
-            epoch: Instant::now(),
-            recent: AtomicU64::new(0),
-        }
+        Self::new(false)
     }
 }
 
 impl PoolClock {
+    /// A clock whose epoch is now; `exact` reads the real clock on every
+    /// [`recent`](Self::recent) call.
+    pub(crate) fn new(exact: bool) -> Self {
+        Self {
+            epoch: Instant::now(),
+            recent: AtomicU64::new(0),
+            exact,
+        }
+    }
+
     /// `now` in ns since the epoch.
     #[inline]
     pub(crate) fn nanos_at(&self, now: Instant) -> u64 {
@@ -70,9 +80,12 @@ impl PoolClock {
     }
 
     /// A recent time: the latest reading published, or a fresh one on every
-    /// `READ_EVERY_PICKS`th call on this thread.
+    /// `READ_EVERY_PICKS`th call on this thread (every call, if exact).
     #[inline]
     pub(crate) fn recent(&self) -> Instant {
+        if self.exact {
+            return Instant::now();
+        }
         let read = PICKS_SINCE_READ.with(|picks| {
             let n = picks.get() + 1;
             let due = n >= READ_EVERY_PICKS;
