@@ -39,6 +39,22 @@
 //! - [`LoadBalanceLayer`] / [`LoadBalance`]: the tower middleware.
 //! - [`retry`]: [`RetryLayer`] / [`Retry`], retries above the balancer:
 //!   policy, backoff, budget, body replay, deadlines, hedging.
+//! - [`AttemptContext`]: what the retry layer tells the balancer about each
+//!   attempt, carried in the request (never in a thread-local), and
+//!   [`WithExtensions`] for request types whose extensions are private.
+//! - [`classify`]: one [`Classify`](classify::Classify)r decides what counts
+//!   against an endpoint and what is worth another attempt.
+//!
+//! # What every attempt is held to
+//!
+//! The balancer follows an attempt to the last byte of its response body
+//! ([`TrackedBody`]): it is load until then, and a body cut short is the
+//! endpoint's failure. A request dropped before its answer (a caller's own
+//! timeout) leaves its wait as a latency sample and, after the pool's
+//! [cancellation timeout](PoolBuilder::cancel_timeout), counts as a
+//! timeout. Nothing waits forever by default: the retry layer's deadline
+//! (15 s) and attempt timeout (5 s), and the balancer's own timeout (15 s)
+//! for requests no layer above bounds.
 //! - [`Error`]: one typed error, naming the service, for every failure.
 //!
 //! # Features
@@ -48,6 +64,9 @@
 //! - `dns`: [`discover::Dns`](discover) over hickory-resolver (needs Rust 1.88).
 //! - `etcd`: `discover::etcd`, watch a key prefix and register under a lease.
 //! - `file`: `discover::JsonFile`, a watched JSON file of endpoints.
+//! - `tower-http`: [`classify::TowerHttp`](classify), tower-http's response
+//!   classifiers (`ServerErrorsAsFailures`, `GrpcErrorsAsFailures`, ...) as
+//!   the classifier.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
