@@ -94,6 +94,8 @@ pub use layer::{
 pub use pool::{
     CachedPool, DEFAULT_CANCEL_TIMEOUT, DEFAULT_READY_TIMEOUT, Picked, Pool, PoolBuilder,
 };
-pub use request::{BalancedRequest, BalancedResponse, OutgoingRequest, WithExtensions};
+pub use request::{
+    BalancedRequest, BalancedResponse, BufferFuture, OutgoingRequest, WithExtensions,
+};
 pub use retry::replayable::{Prepared, ReplayableRequest};
 pub use retry::{Retry, RetryLayer};

@@ -10,11 +10,14 @@
 //! The retry layer needs one thing more, to send a request again:
 //! [`ReplayableRequest`](crate::ReplayableRequest), beside the replay body.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use http::header::HOST;
 use http::uri::{PathAndQuery, Uri};
 use http::{Extensions, HeaderMap, Method, StatusCode};
 
-use crate::Endpoint;
+use crate::{BoxError, Endpoint};
 
 /// An HTTP request that can be balanced.
 pub trait BalancedRequest: Send + 'static {
@@ -58,7 +61,26 @@ pub trait BalancedResponse: Send + 'static {
 
     /// The response's extensions, where the answering endpoint is noted.
     fn extensions_mut(&mut self) -> &mut Extensions;
+
+    /// This response with its body read into memory, for a retry layer
+    /// that retries bodies cut short
+    /// ([`RetryBuilder::buffer_responses`](crate::retry::RetryBuilder::buffer_responses)):
+    /// a future of the response with the whole body in it, or the
+    /// response back (`Err`) when it is not buffered: a body of unknown
+    /// length or longer than `limit` bytes, or a response type that cannot
+    /// hold a buffered body (the default). `reqwest::Response` buffers.
+    fn buffer_body(self, limit: usize) -> Result<BufferFuture<Self>, Self>
+    where
+        Self: Sized,
+    {
+        let _ = limit;
+        Err(self)
+    }
 }
+
+/// A response whose body is being read into memory (see
+/// [`BalancedResponse::buffer_body`]).
+pub type BufferFuture<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
 
 /// A balanced request as the inner client takes it: the request itself for
 /// `http::Request<B>` and `reqwest::Request`, the request inside for a
@@ -319,6 +341,28 @@ impl BalancedRequest for reqwest::Request {
 
 #[cfg(feature = "reqwest")]
 impl BalancedResponse for reqwest::Response {
+    fn buffer_body(self, limit: usize) -> Result<BufferFuture<Self>, Self> {
+        if self.content_length().is_none_or(|len| len > limit as u64) {
+            return Err(self);
+        }
+        Ok(Box::pin(async move {
+            use reqwest::ResponseBuilderExt;
+
+            let mut head = http::Response::builder()
+                .status(self.status())
+                .version(self.version())
+                .url(self.url().clone());
+            if let Some(headers) = head.headers_mut() {
+                *headers = self.headers().clone();
+            }
+            if let Some(extensions) = head.extensions_mut() {
+                extensions.extend(self.extensions().clone());
+            }
+            let body = self.bytes().await?;
+            Ok(reqwest::Response::from(head.body(body)?))
+        }))
+    }
+
     fn status(&self) -> StatusCode {
         self.status()
     }

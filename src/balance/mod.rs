@@ -92,6 +92,31 @@ pub trait Picker: Send + Sync + 'static {
     fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize>;
 }
 
+/// A request's own hash key, for [`ConsistentHash`]: put it in the
+/// request's extensions (or give it to the client handle's
+/// [`hash_key`](crate::client::RequestBuilder::hash_key)) to route by a key
+/// that is in no header, such as a user id. It takes precedence over the
+/// balancer's configured [`HashKey`].
+///
+/// ```
+/// use tower_lb::balance::RequestHashKey;
+///
+/// let mut request = http::Request::get("http://carts/api/cart").body(())?;
+/// request.extensions_mut().insert(RequestHashKey::of(b"user-42"));
+/// assert_eq!(RequestHashKey::of(b"user-42"), RequestHashKey::of(b"user-42"));
+/// # Ok::<(), http::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestHashKey(pub u64);
+
+impl RequestHashKey {
+    /// The key of `bytes`, hashed with [`hash_bytes`] (stable across
+    /// processes and versions, so every client places a key alike).
+    pub fn of(bytes: impl AsRef<[u8]>) -> Self {
+        Self(hash_bytes(bytes.as_ref()))
+    }
+}
+
 /// What a picker may know about the request being balanced.
 ///
 /// `#[non_exhaustive]`: build it with [`PickContext::new`] and the `with_*`
@@ -110,6 +135,9 @@ pub struct PickContext<'a> {
     /// Requests in flight across the pool, filled in by the pool when the
     /// balancer asked for it ([`LoadTracking::total_in_flight`]).
     pub total_in_flight: Option<usize>,
+    /// A hash key the request carries itself ([`RequestHashKey`]): it
+    /// takes precedence over a [`ConsistentHash`]'s configured key source.
+    pub hash_key: Option<u64>,
     /// The pool's seeded sequence, when it has one (see
     /// [`PoolBuilder::seed`](crate::PoolBuilder::seed)).
     pub(crate) rng: Option<&'a rng::SeededRng>,
@@ -124,8 +152,15 @@ impl<'a> PickContext<'a> {
             headers: None,
             avoid: None,
             total_in_flight: None,
+            hash_key: None,
             rng: None,
         }
+    }
+
+    /// Adds a hash key the request carries itself.
+    pub fn with_hash_key(mut self, key: u64) -> Self {
+        self.hash_key = Some(key);
+        self
     }
 
     /// Adds the request's path.

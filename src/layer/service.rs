@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use crate::attempt::AttemptContext;
-use crate::balance::{Avoid, PickContext};
+use crate::balance::{Avoid, PickContext, RequestHashKey};
 use crate::layer::body::TrackBody;
 use crate::layer::future::{Balanced, ResponseFuture};
 use crate::layer::router::{Router, UnknownHost};
@@ -187,9 +187,12 @@ serve!(
 /// its own) for retries.
 fn pick_for<Req: OutgoingRequest>(pool: &mut CachedPool, request: &Req) -> Result<Picked, Error> {
     let service = pool.pool().service_arc().clone();
-    let ctx = PickContext::new(&service)
+    let mut ctx = PickContext::new(&service)
         .with_path(request.path())
         .with_headers(request.headers());
+    if let Some(key) = request.extensions().and_then(|e| e.get::<RequestHashKey>()) {
+        ctx = ctx.with_hash_key(key.0);
+    }
     let avoid = match AttemptContext::of(request) {
         Some(context) => Some(context.avoid()),
         None => request.extensions().and_then(|e| e.get::<Avoid>()),

@@ -143,7 +143,9 @@ impl<S> Call<S> {
         R: BalancedRequest,
     {
         let sent = self.send(request, Avoid::new(), false).await?;
-        let finished = sent.finish(&self.service.name).await;
+        let finished = sent
+            .finish(&self.service.name, self.config.buffer_responses)
+            .await;
         self.attempts.record(finished.endpoint);
         if finished.result.is_err() && self.deadline_passed() {
             return Err(self.past_deadline(finished.result.err()));
@@ -191,7 +193,9 @@ impl<S> Call<S> {
                 None => {
                     let avoid = self.avoid.clone();
                     let sent = self.send(request, avoid, false).await?;
-                    let finished = sent.finish(&self.service.name).await;
+                    let finished = sent
+                        .finish(&self.service.name, self.config.buffer_responses)
+                        .await;
                     let reason = self.judge(&template, &finished);
                     (finished, reason)
                 }

@@ -38,7 +38,8 @@ impl<S> Call<S> {
         let sent = self.send(request, avoid, false).await?;
         let primary_context = sent.context();
         let name = self.service.name.clone();
-        let mut primary = pin!(sent.finish(&name));
+        let buffer = self.config.buffer_responses;
+        let mut primary = pin!(sent.finish(&name, buffer));
         tokio::select! {
             biased;
             finished = &mut primary => {
@@ -87,7 +88,7 @@ impl<S> Call<S> {
             }
         };
         let hedge_context = hedge.context();
-        let mut hedge = pin!(hedge.finish(&name));
+        let mut hedge = pin!(hedge.finish(&name, buffer));
         // The first good answer wins; when both fail, the later failure
         // decides.
         let mut primary_done: Option<Decided<S::Response>> = None;

@@ -124,6 +124,8 @@ pub(crate) struct Config {
     pub(crate) services: Services,
     /// The seeded sequence of the backoff jitter, when seeded.
     pub(crate) rng: Option<Arc<SeededRng>>,
+    /// Read response bodies up to this many bytes inside the attempt.
+    pub(crate) buffer_responses: Option<usize>,
 }
 
 impl fmt::Debug for Config {
@@ -139,6 +141,7 @@ impl fmt::Debug for Config {
             .field("hedge", &self.hedge)
             .field("services", &self.services)
             .field("seeded", &self.rng.is_some())
+            .field("buffer_responses", &self.buffer_responses)
             .finish()
     }
 }
@@ -200,6 +203,7 @@ impl RetryLayer {
                 hedge: b.hedge,
                 services,
                 rng: b.seed.map(|seed| Arc::new(SeededRng::new(seed))),
+                buffer_responses: b.buffer_responses,
             }),
         }
     }
@@ -249,6 +253,7 @@ pub struct RetryBuilder {
     replay_limit: usize,
     hedge: Option<Hedge>,
     seed: Option<u64>,
+    buffer_responses: Option<usize>,
 }
 
 impl Default for RetryBuilder {
@@ -264,6 +269,7 @@ impl Default for RetryBuilder {
             replay_limit: DEFAULT_REPLAY_LIMIT,
             hedge: None,
             seed: None,
+            buffer_responses: None,
         }
     }
 }
@@ -333,6 +339,28 @@ impl RetryBuilder {
     /// never answers waits forever.
     pub fn without_deadline(mut self) -> Self {
         self.deadline = None;
+        self
+    }
+
+    /// Reads every answer whose body declares at most `limit` bytes to its
+    /// end inside the attempt, before handing it over (default: off). A
+    /// body cut short (an instance that resets after its headers) is then
+    /// a failed attempt, retried elsewhere for an idempotent request, where
+    /// otherwise the caller would see the body error. The cost: the body
+    /// is held in memory, the attempt's timeout covers reading it, and the
+    /// caller gets nothing before the last byte. Bodies of unknown length
+    /// (chunked, streaming) are never buffered. Supported for
+    /// `reqwest::Response`; other response types are handed over as they
+    /// are (see [`BalancedResponse::buffer_body`](crate::BalancedResponse::buffer_body)).
+    ///
+    /// ```
+    /// use tower_lb::retry::RetryLayer;
+    ///
+    /// let layer = RetryLayer::builder().buffer_responses(64 * 1024).build()?;
+    /// # Ok::<(), tower_lb::Error>(())
+    /// ```
+    pub fn buffer_responses(mut self, limit: usize) -> Self {
+        self.buffer_responses = Some(limit);
         self
     }
 

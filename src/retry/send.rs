@@ -15,6 +15,7 @@ use tower_service::Service;
 use super::future::into_error;
 use crate::attempt::AttemptContext;
 use crate::balance::Avoid;
+use crate::classify::{FailureKind, Retryable, Verdict};
 use crate::request::{BalancedRequest, BalancedResponse};
 use crate::{BoxError, Endpoint, Error};
 
@@ -73,8 +74,10 @@ impl<F> InFlight<F> {
         self.context.clone()
     }
 
-    /// Waits for the answer, until the attempt's deadline.
-    pub(super) async fn finish<R, E>(self, service: &Arc<str>) -> Finished<R>
+    /// Waits for the answer, until the attempt's deadline; with `buffer`,
+    /// reads a body of at most that many bytes to its end first, so that a
+    /// body cut short is a failed attempt like any other.
+    pub(super) async fn finish<R, E>(self, service: &Arc<str>, buffer: Option<usize>) -> Finished<R>
     where
         F: Future<Output = Result<R, E>>,
         R: BalancedResponse,
@@ -85,10 +88,27 @@ impl<F> InFlight<F> {
             context,
             sent,
         } = self;
+        let answer = async {
+            let response = future.await.map_err(into_error)?;
+            let Some(limit) = buffer else {
+                return Ok(response);
+            };
+            match response.buffer_body(limit) {
+                Err(unbuffered) => Ok(unbuffered),
+                Ok(buffering) => buffering.await.map_err(|source| Error::Inner {
+                    service: Some(service.clone()),
+                    endpoint: context.endpoint().cloned(),
+                    // The rules' verdict on a body cut short; the balancer
+                    // below has counted it against the endpoint already.
+                    verdict: Some(Verdict::failure(FailureKind::Body, Retryable::IfIdempotent)),
+                    source,
+                }),
+            }
+        };
         let result = match context.deadline() {
-            None => future.await.map_err(into_error),
-            Some(deadline) => match tokio::time::timeout_at(deadline, future).await {
-                Ok(result) => result.map_err(into_error),
+            None => answer.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, answer).await {
+                Ok(result) => result,
                 Err(_) => Err(Error::AttemptTimeout {
                     service: service.clone(),
                     endpoint: context.endpoint().cloned(),

@@ -22,6 +22,7 @@ pub mod greet;
 
 pub mod dnsmasq;
 pub mod etcd;
+pub mod faulty;
 pub mod instances;
 pub mod pool;
 pub mod processes;
@@ -30,6 +31,7 @@ pub mod processes;
 #[cfg(feature = "reqwest")]
 pub mod requests;
 pub mod retry;
+pub mod simulated;
 
 use std::future::Future;
 use std::time::Duration;

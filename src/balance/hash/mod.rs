@@ -52,8 +52,14 @@ impl HashKey {
         HashKey::Custom(Arc::new(f))
     }
 
+    /// The request's key: the one it carries itself
+    /// ([`RequestHashKey`](crate::balance::RequestHashKey)), else the
+    /// configured source's.
     #[inline]
     fn hash(&self, ctx: &PickContext<'_>) -> Option<u64> {
+        if let Some(key) = ctx.hash_key {
+            return Some(key);
+        }
         match self {
             HashKey::Header(name) => ctx.headers?.get(name).map(|v| hash_bytes(v.as_bytes())),
             HashKey::Path => ctx.path.map(|p| hash_bytes(p.as_bytes())),
