@@ -68,7 +68,9 @@ async fn peak_ewma_avoids_slow_and_refusing_endpoints() {
     let fast = GreetServer::start("fast").await.unwrap();
     let slow = GreetServer::start("slow").await.unwrap();
     fast.set_delay(Duration::from_millis(1));
-    slow.set_delay(Duration::from_millis(20));
+    // Far apart, so that a loaded machine's scheduling delays (milliseconds)
+    // cannot make the two look alike.
+    slow.set_delay(Duration::from_millis(150));
     let refusing = format!("http://127.0.0.1:{}", refusing_port());
 
     let layer = LoadBalanceLayer::builder()
