@@ -173,6 +173,16 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The request could not be built (the client handle's
+    /// [`RequestBuilder`](crate::client::RequestBuilder): a header value
+    /// that is not valid, a URL that does not parse).
+    #[error("the request could not be built")]
+    Request {
+        /// Why, as the HTTP client said.
+        #[source]
+        source: BoxError,
+    },
+
     /// Reading the request body into memory, to be able to send it again,
     /// failed.
     #[error("service `{service}`: reading the request body failed")]
@@ -221,7 +231,7 @@ impl Error {
             | Error::Body { service, .. } => Some(service),
             Error::UnknownService { service } => Some(service),
             Error::Inner { service, .. } => service.as_deref(),
-            Error::MissingHost { .. } | Error::Config(_) => None,
+            Error::MissingHost { .. } | Error::Config(_) | Error::Request { .. } => None,
         }
     }
 

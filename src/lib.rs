@@ -74,6 +74,8 @@
 mod attempt;
 pub mod balance;
 pub mod classify;
+#[cfg(feature = "reqwest")]
+pub mod client;
 pub mod discover;
 mod endpoint;
 mod error;
@@ -85,6 +87,8 @@ pub mod retry;
 pub mod stats;
 
 pub use attempt::AttemptContext;
+#[cfg(feature = "reqwest")]
+pub use client::Client;
 pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind, IntoEndpoint};
 pub use error::{BoxError, Error};
 pub use layer::{

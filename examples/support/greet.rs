@@ -7,6 +7,7 @@
 //!
 //! Routes:
 //! - `GET /api/greet?name=Alice` -> `200` `{"message":"Hello, Alice!"}`
+//! - `POST /api/greet` with `{"name":"Alice"}` -> the same answer
 //! - `GET /health` -> `200` `ok`
 //! - anything else -> `404`
 //!
@@ -292,6 +293,9 @@ async fn handle(
         _ => shared.status.load(Ordering::Relaxed),
     };
     let mut response = match forced {
+        0 if req.method() == Method::POST && req.uri().path() == "/api/greet" => {
+            greet_posted(req).await
+        }
         0 => route(&req),
         forced => {
             let status = StatusCode::from_u16(forced).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -322,16 +326,37 @@ fn route(req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 })
                 .filter(|name| !name.is_empty())
                 .unwrap_or_else(|| "World".to_owned());
-            let body = serde_json::json!({ "message": format!("Hello, {name}!") }).to_string();
-            let mut response = Response::new(Full::new(Bytes::from(body)));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
+            greeting(&name)
         }
         "/health" => text(StatusCode::OK, "ok"),
         _ => text(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// `POST /api/greet` with a JSON body `{"name": ...}`.
+async fn greet_posted(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+
+    let Ok(body) = req.into_body().collect().await else {
+        return text(StatusCode::BAD_REQUEST, "unreadable body");
+    };
+    let name = serde_json::from_slice::<serde_json::Value>(&body.to_bytes())
+        .ok()
+        .and_then(|v| v.get("name")?.as_str().map(str::to_owned));
+    match name {
+        Some(name) => greeting(&name),
+        None => text(StatusCode::BAD_REQUEST, "expected {\"name\": \"...\"}"),
+    }
+}
+
+/// The JSON greeting for `name`.
+fn greeting(name: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "message": format!("Hello, {name}!") }).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// A plain-text response.
