@@ -29,6 +29,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "reqwest-middleware")]
+mod middleware;
 mod request;
 
 use std::fmt;
@@ -39,6 +41,8 @@ use std::future::poll_fn;
 use http::Method;
 use tower_service::Service;
 
+#[cfg(feature = "reqwest-middleware")]
+pub use middleware::{LoadBalanceMiddleware, TriedEndpoints};
 pub use request::RequestBuilder;
 
 use crate::request::WithExtensions;

@@ -4,6 +4,8 @@
 mod body;
 mod future;
 mod router;
+#[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
+pub(crate) mod send_with;
 mod service;
 
 use std::fmt;
@@ -106,6 +108,12 @@ impl LoadBalanceLayer {
     /// Stats for every pool.
     pub fn stats(&self) -> Vec<PoolStats> {
         self.router.pools().map(Pool::stats).collect()
+    }
+
+    /// The routes, for integrations that balance without a tower service.
+    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
+    pub(crate) fn router(&self) -> &Router {
+        &self.router
     }
 }
 

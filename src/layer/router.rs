@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::classify::Classify;
+use crate::request::BalancedRequest;
 use crate::{Error, Pool};
 
 /// What the layer does with a request whose host names no configured
@@ -78,6 +79,26 @@ impl Router {
             self.by_name.get(host)
         };
         index.copied()
+    }
+
+    /// The pool at `index` of [`Router::pools`].
+    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
+    pub(crate) fn pool_at(&self, index: usize) -> Option<&Pool> {
+        self.pools.get(index)
+    }
+
+    /// A request whose host names no pool: `Ok` to send it as it is
+    /// ([`UnknownHost::PassThrough`]), or the error that refuses it.
+    pub(crate) fn unrouted<Req: BalancedRequest>(&self, request: &Req) -> Result<(), Error> {
+        match (self.unknown_host, request.host()) {
+            (UnknownHost::PassThrough, _) => Ok(()),
+            (UnknownHost::Reject, Some(host)) => Err(Error::UnknownService {
+                service: host.to_string(),
+            }),
+            (UnknownHost::Reject, None) => Err(Error::MissingHost {
+                uri: request.target(),
+            }),
+        }
     }
 
     pub(crate) fn pools(&self) -> impl Iterator<Item = &Pool> {

@@ -8,11 +8,11 @@ use crate::attempt::AttemptContext;
 use crate::balance::{Avoid, PickContext, RequestHashKey};
 use crate::layer::body::TrackBody;
 use crate::layer::future::{Balanced, ResponseFuture};
-use crate::layer::router::{Router, UnknownHost};
+use crate::layer::router::Router;
 use crate::pool::CachedPool;
-use crate::request::OutgoingRequest;
 #[cfg(feature = "reqwest")]
 use crate::request::WithExtensions;
+use crate::request::{BalancedRequest, OutgoingRequest};
 use crate::stats::PoolStats;
 use crate::{BoxError, Error, Picked, Pool};
 
@@ -85,18 +85,9 @@ impl<S> LoadBalance<S> {
             None => None,
         };
         let Some(cached) = index.and_then(|i| self.pools.get_mut(i)) else {
-            return match (self.router.unknown_host, request.host()) {
-                (UnknownHost::PassThrough, _) => {
-                    ResponseFuture::pass_through(self.inner.call(request.into_outgoing()))
-                }
-                (UnknownHost::Reject, Some(host)) => {
-                    ResponseFuture::failed(Error::UnknownService {
-                        service: host.to_string(),
-                    })
-                }
-                (UnknownHost::Reject, None) => ResponseFuture::failed(Error::MissingHost {
-                    uri: request.target(),
-                }),
+            return match self.router.unrouted(&request) {
+                Ok(()) => ResponseFuture::pass_through(self.inner.call(request.into_outgoing())),
+                Err(error) => ResponseFuture::failed(error),
             };
         };
         let router = &self.router;
@@ -182,12 +173,21 @@ serve!(
     [] WithExtensions<reqwest::Request> => reqwest::Request
 );
 
-/// Picks for `request`: its path and headers for hashing balancers, and the
-/// endpoints it should avoid (from its attempt context, or an [`Avoid`] of
-/// its own) for retries.
-fn pick_for<Req: OutgoingRequest>(pool: &mut CachedPool, request: &Req) -> Result<Picked, Error> {
+/// Picks for `request` through this clone's cached view of the pool.
+fn pick_for<Req: BalancedRequest>(pool: &mut CachedPool, request: &Req) -> Result<Picked, Error> {
     let service = pool.pool().service_arc().clone();
-    let mut ctx = PickContext::new(&service)
+    pick_request(&service, request, |ctx| pool.pick_with(ctx))
+}
+
+/// Picks with `pick` for `request`: its path and headers for hashing
+/// balancers, its own hash key, and the endpoints it should avoid (from its
+/// attempt context, or an [`Avoid`] of its own) for retries.
+pub(crate) fn pick_request<Req: BalancedRequest>(
+    service: &str,
+    request: &Req,
+    pick: impl FnOnce(&PickContext<'_>) -> Result<Picked, Error>,
+) -> Result<Picked, Error> {
+    let mut ctx = PickContext::new(service)
         .with_path(request.path())
         .with_headers(request.headers());
     if let Some(key) = request.extensions().and_then(|e| e.get::<RequestHashKey>()) {
@@ -198,8 +198,8 @@ fn pick_for<Req: OutgoingRequest>(pool: &mut CachedPool, request: &Req) -> Resul
         None => request.extensions().and_then(|e| e.get::<Avoid>()),
     };
     match avoid {
-        Some(avoid) if !avoid.is_empty() => pool.pick_with(&ctx.with_avoid(avoid)),
-        _ => pool.pick_with(&ctx),
+        Some(avoid) if !avoid.is_empty() => pick(&ctx.with_avoid(avoid)),
+        _ => pick(&ctx),
     }
 }
 
