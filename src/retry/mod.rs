@@ -351,7 +351,7 @@ impl RetryBuilder {
     /// caller gets nothing before the last byte. Bodies of unknown length
     /// (chunked, streaming) are never buffered. Supported for
     /// `reqwest::Response`; other response types are handed over as they
-    /// are (see [`BalancedResponse::buffer_body`](crate::BalancedResponse::buffer_body)).
+    /// are (see [`crate::BalancedResponse::buffer_body`]).
     ///
     /// ```
     /// use tower_lb::retry::RetryLayer;
