@@ -19,6 +19,10 @@ pub struct PoolStats {
     pub eligible: usize,
     /// Too few endpoints are healthy: the pool balances over all of them.
     pub panic: bool,
+    /// Every endpoint fails its active health check: most often the check
+    /// itself is wrong (a path the service does not serve), since a whole
+    /// service rarely fails at once. The pool is then in panic mode.
+    pub every_check_failing: bool,
     /// The current endpoints with their load and counters, sorted by key.
     pub endpoints: Vec<EndpointStats>,
     /// Updates applied from the discovery source.

@@ -55,6 +55,15 @@ enum Probe {
 }
 
 impl HealthCheck {
+    /// What the check does, for logs: `GET /health`, or `a custom check`.
+    pub fn describe(&self) -> String {
+        match &self.probe {
+            #[cfg(feature = "reqwest")]
+            Probe::Http { path, .. } => format!("GET {path}"),
+            Probe::Custom(_) => "a custom check".to_string(),
+        }
+    }
+
     fn with_probe(probe: Probe) -> Self {
         Self {
             probe,

@@ -24,11 +24,15 @@ use crate::balance::rng::{self, SeededRng};
 use crate::discover::{BoxDiscover, Discover, Update};
 use crate::error::chain_message;
 use crate::health::{
-    Changes, HealthBook, HealthCheck, HealthEvent, OutlierDetection, PassiveMonitor,
+    Changes, HealthBook, HealthCheck, HealthEvent, HealthView, OutlierDetection, PassiveMonitor,
 };
 use crate::pool::load::EndpointState;
 use crate::pool::member::Member;
 use crate::pool::{Shared, Snapshot};
+
+/// How often, at most, the pool repeats that every endpoint fails its
+/// health check.
+const CHECK_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// Retry delays for a failing source: exponential, capped, with jitter.
 #[derive(Debug, Clone, Copy)]
@@ -383,7 +387,8 @@ impl Shared {
                 tracing::info!(service = %self.service, "enough endpoints are healthy again: panic mode over");
             }
         }
-        let health = all.iter().map(|m| book.view(m.endpoint().key())).collect();
+        let health: Box<[_]> = all.iter().map(|m| book.view(m.endpoint().key())).collect();
+        self.warn_if_every_check_fails(&health);
         let eligible: Box<[Member]> = eligible.into();
         let picker = rng::building_with(self.rng.as_ref(), || self.balancer.picker(&eligible));
         self.snapshot.store(Arc::new(Snapshot {
@@ -395,6 +400,42 @@ impl Shared {
             ready: true,
         }));
         self.ready.send_replace(true);
+    }
+
+    /// Says, loudly and at most once a minute, that every endpoint fails
+    /// its health check: the likeliest cause is the check, not the service.
+    fn warn_if_every_check_fails(&self, health: &[HealthView]) {
+        if !super::stats::every_check_failing(health) {
+            return;
+        }
+        let now = Instant::now();
+        {
+            let mut status = self.status();
+            if status
+                .check_warned_at
+                .is_some_and(|at| now.saturating_duration_since(at) < CHECK_WARNING_EVERY)
+            {
+                return;
+            }
+            status.check_warned_at = Some(now);
+        }
+        let check = self
+            .driver_config
+            .check
+            .as_ref()
+            .map_or_else(|| "its health check".to_string(), HealthCheck::describe);
+        let last_error = health
+            .iter()
+            .find_map(|h| h.last_check_error.as_deref())
+            .unwrap_or("none recorded");
+        tracing::warn!(
+            service = %self.service,
+            check = %check,
+            endpoints = health.len(),
+            last_error = %last_error,
+            "every endpoint fails the health check; does the service serve it? \
+             Balancing over all of them (panic mode)"
+        );
     }
 
     fn record_error(

@@ -124,6 +124,11 @@ pub(crate) struct SourceStatus {
     last_error: Option<String>,
     /// The source has failed since its last good update.
     stale: bool,
+    /// When the pool last warned that every endpoint fails its check.
+    check_warned_at: Option<Instant>,
+    /// The pool has said that discovery gave nothing within the ready
+    /// timeout.
+    ready_warned: bool,
 }
 
 impl Pool {
@@ -163,11 +168,26 @@ impl Pool {
         match tokio::time::timeout(waited, ready.wait_for(|r| *r)).await {
             Ok(Ok(_)) => Ok(()),
             // The sender lives in `shared`, which we hold: it cannot close.
-            Ok(Err(_)) | Err(_) => Err(Error::NotReady {
-                service: self.shared.service.clone(),
-                waited,
-                last_error: self.shared.status().last_error.clone(),
-            }),
+            Ok(Err(_)) | Err(_) => {
+                let last_error = {
+                    let mut status = self.shared.status();
+                    if !std::mem::replace(&mut status.ready_warned, true) {
+                        tracing::warn!(
+                            service = %self.shared.service,
+                            waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                            last_error = status.last_error.as_deref().unwrap_or("none: it has not answered"),
+                            "discovery gave no endpoints within the ready timeout; \
+                             requests fail with NotReady until it does (said once)"
+                        );
+                    }
+                    status.last_error.clone()
+                };
+                Err(Error::NotReady {
+                    service: self.shared.service.clone(),
+                    waited,
+                    last_error,
+                })
+            }
         }
     }
 

@@ -2,9 +2,14 @@
 //!
 //! [`Pool::stats`]: crate::Pool::stats
 
-use crate::health::remaining;
+use crate::health::{HealthState, HealthView, remaining};
 use crate::pool::Shared;
 use crate::stats::{EndpointStats, PoolStats};
+
+/// Whether every endpoint is out for failing its active checks.
+pub(crate) fn every_check_failing(health: &[HealthView]) -> bool {
+    !health.is_empty() && health.iter().all(|h| h.state == HealthState::Unhealthy)
+}
 
 /// Assembles the pool's stats from its current snapshot and its source's
 /// status.
@@ -26,6 +31,7 @@ pub(super) fn assemble(shared: &Shared) -> PoolStats {
         })
         .collect();
     PoolStats {
+        every_check_failing: every_check_failing(&snapshot.health),
         service: shared.service.to_string(),
         balancer: shared.balancer.name(),
         ready: snapshot.ready,

@@ -77,6 +77,11 @@ impl RetryBudget {
     }
 
     /// Why the settings are out of range, if they are.
+    /// True when this budget can never pay for a retry.
+    pub(crate) fn never_allows(&self) -> bool {
+        !self.unlimited && self.min_per_sec == 0 && self.ratio <= 0.0
+    }
+
     pub(crate) fn check(&self) -> Result<(), String> {
         if self.unlimited {
             return Ok(());

@@ -404,6 +404,17 @@ impl RetryBuilder {
                 return Err(invalid(format!("{name} must be above zero")));
             }
         }
+        if self.max_attempts == 1 && self.hedge.is_none() {
+            tracing::warn!(
+                target: "tower_lb::retry",
+                "retry layer built with max_attempts(1) and no hedge: it never retries"
+            );
+        } else if self.budget.never_allows() {
+            tracing::warn!(
+                target: "tower_lb::retry",
+                "retry layer built with a budget of 0 per second and a ratio of 0: it never retries"
+            );
+        }
         Ok(RetryLayer::from_builder(self))
     }
 }

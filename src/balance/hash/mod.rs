@@ -7,6 +7,7 @@ mod ring;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::HeaderName;
 
@@ -158,6 +159,9 @@ pub struct ConsistentHash {
     table: HashTable,
     bound: Option<BoundedLoad>,
     fallback: Arc<dyn Balancer>,
+    /// Said once: a request came without a key (a header it never sends
+    /// would otherwise turn hashing into the fallback, silently).
+    keyless_told: Arc<AtomicBool>,
 }
 
 impl ConsistentHash {
@@ -168,6 +172,7 @@ impl ConsistentHash {
             table: HashTable::Maglev,
             bound: None,
             fallback: Arc::new(LeastRequest::new()),
+            keyless_told: Arc::default(),
         }
     }
 
@@ -213,6 +218,7 @@ impl Balancer for ConsistentHash {
             bound: self.bound,
             total_weight: members.iter().map(|m| u64::from(m.weight())).sum(),
             fallback: self.fallback.picker(members),
+            keyless_told: self.keyless_told.clone(),
         })
     }
 
@@ -267,9 +273,26 @@ struct HashPicker {
     bound: Option<BoundedLoad>,
     total_weight: u64,
     fallback: Box<dyn Picker>,
+    keyless_told: Arc<AtomicBool>,
 }
 
 impl HashPicker {
+    /// The first request without a key says so, once per balancer.
+    #[cold]
+    fn tell_keyless(&self, ctx: &PickContext<'_>) {
+        if self.keyless_told.load(Ordering::Relaxed)
+            || self.keyless_told.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        tracing::warn!(
+            service = %ctx.service,
+            key = ?self.key,
+            "consistent hashing: a request carries no hash key; requests without one \
+             go to the fallback balancer (said once)"
+        );
+    }
+
     /// The most requests `member` may carry with one more request in the
     /// pool: `ceil(factor · (total + 1) · weight / total_weight)`.
     fn capacity(&self, factor: f64, total: usize, member: &Member) -> usize {
@@ -284,6 +307,7 @@ impl Picker for HashPicker {
             return None;
         }
         let Some(hash) = self.key.hash(ctx) else {
+            self.tell_keyless(ctx);
             return self.fallback.pick(members, ctx);
         };
         let start = self.lookup.start(hash);
