@@ -103,3 +103,10 @@ pub use request::{
 };
 pub use retry::replayable::{Prepared, ReplayableRequest};
 pub use retry::{Retry, RetryLayer};
+
+/// The README's Rust blocks, compiled (and those not marked `no_run`, run)
+/// by `cargo test --all-features`, so that the README cannot drift from the
+/// API.
+#[cfg(all(doctest, feature = "etcd", feature = "reqwest-middleware"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
