@@ -4,10 +4,10 @@
 //! Start a few instances, then the client:
 //!
 //! ```text
-//! cargo run --example greet_server -- --port 5001 &
-//! cargo run --example greet_server -- --port 5002 &
-//! cargo run --example greet_server -- --port 5003 &
-//! cargo run --example greet_client -- 127.0.0.1:5001 127.0.0.1:5002 127.0.0.1:5003
+//! cargo run --example greet_server -- --port 7001 &
+//! cargo run --example greet_server -- --port 7002 &
+//! cargo run --example greet_server -- --port 7003 &
+//! cargo run --example greet_client -- 127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003
 //! ```
 //!
 //! With no arguments it uses those three addresses.
@@ -17,10 +17,10 @@ mod client;
 
 use std::time::Duration;
 
-use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_lb::balance::RoundRobin;
 use tower_lb::discover::Fixed;
-use tower_lb::{Endpoint, LoadBalanceLayer};
+use tower_lb::retry::RetryLayer;
+use tower_lb::{Client, Endpoint, LoadBalanceLayer};
 
 #[tokio::main]
 async fn main() {
@@ -32,7 +32,7 @@ async fn main() {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut addresses: Vec<String> = std::env::args().skip(1).collect();
     if addresses.is_empty() {
-        addresses = ["127.0.0.1:5001", "127.0.0.1:5002", "127.0.0.1:5003"]
+        addresses = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
             .map(String::from)
             .to_vec();
     }
@@ -41,17 +41,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .balancer(RoundRobin::new())
         .ready_timeout(Duration::from_secs(2))
         .build()?;
-    let reqwest = reqwest::Client::builder()
+    let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
-    let mut client = ServiceBuilder::new().layer(lb).service(reqwest);
+    // reqwest's own API, through the balancer and the retry layer.
+    let client = Client::builder(http, lb).retry(RetryLayer::new()).build();
 
     for name in ["Alice", "Bob", "Carol", "Dave", "Eve", "Frank"] {
-        let url = format!("http://greet/api/greet?name={name}").parse()?;
-        let request = reqwest::Request::new(http::Method::GET, url);
-        // The layer serves several request types: name the one sent here.
-        let ready = ServiceExt::<reqwest::Request>::ready(&mut client).await?;
-        let response = ready.call(request).await?;
+        let response = client
+            .get("http://greet/api/greet")
+            .query(&[("name", name)])
+            .send()
+            .await?;
         let endpoint = response
             .extensions()
             .get::<Endpoint>()

@@ -2,8 +2,8 @@
 //! real processes:
 //!
 //! ```text
-//! cargo run --example greet_server -- --port 5001 --name greet-1
-//! cargo run --example greet_server -- --port 5002
+//! cargo run --example greet_server -- --port 7001 --name greet-1
+//! cargo run --example greet_server -- --port 7002
 //! ```
 //!
 //! Listens on 127.0.0.1 and runs until Ctrl-C.
@@ -18,7 +18,7 @@ use greet::GreetServer;
 
 const USAGE: &str = "usage: greet_server [--port PORT] [--name NAME]
 
-  --port PORT   TCP port on 127.0.0.1 (default 5001)
+  --port PORT   TCP port on 127.0.0.1 (default 7001)
   --name NAME   instance name sent as `x-instance` (default greet-<port>)
   -h, --help    show this help";
 
@@ -36,7 +36,7 @@ enum Command {
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut parsed = Args {
-        port: 5001,
+        port: 7001,
         name: None,
     };
     while let Some(arg) = args.next() {
