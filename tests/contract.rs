@@ -106,6 +106,22 @@ async fn retries_avoid_tried_endpoints_through_buffer_limit_and_trace() {
 }
 
 #[cfg_attr(not(feature = "tower-http"), allow(dead_code))]
+/// The retry layer's defaults over `lb` over hyper-util's client.
+fn retried_hyper(
+    lb: &LoadBalanceLayer,
+) -> impl tower::Service<
+    http::Request<Empty<Bytes>>,
+    Response = http::Response<tower_lb::TrackedBody<hyper::body::Incoming>>,
+    Error = tower_lb::Error,
+    Future: Send,
+> + Clone {
+    let hyper = HyperClient::builder(TokioExecutor::new()).build_http::<ReplayBody<Empty<Bytes>>>();
+    ServiceBuilder::new()
+        .layer(RetryLayer::new())
+        .layer(lb.clone())
+        .service(hyper)
+}
+
 /// A gRPC-style instance that says `grpc-status: 14` (UNAVAILABLE) in an
 /// HTTP 200, or `0` (OK); counts what it served.
 struct GrpcInstance {
@@ -174,11 +190,7 @@ async fn grpc_unavailable_is_retried_and_ejected() {
         .classifier(TowerHttp::new(GrpcErrorsAsFailures::new()))
         .build()
         .unwrap();
-    let hyper = HyperClient::builder(TokioExecutor::new()).build_http::<ReplayBody<Empty<Bytes>>>();
-    let client = ServiceBuilder::new()
-        .layer(RetryLayer::new())
-        .layer(lb.clone())
-        .service(hyper);
+    let client = retried_hyper(&lb);
 
     for _ in 0..30 {
         let request = http::Request::get("http://greet/grpc.Greeter/SayHello")
@@ -223,11 +235,7 @@ async fn without_the_grpc_classifier_a_200_is_a_success() {
         .service("greet", Fixed::new([broken.url()]).unwrap())
         .build()
         .unwrap();
-    let hyper = HyperClient::builder(TokioExecutor::new()).build_http::<ReplayBody<Empty<Bytes>>>();
-    let client = ServiceBuilder::new()
-        .layer(RetryLayer::new())
-        .layer(lb.clone())
-        .service(hyper);
+    let client = retried_hyper(&lb);
     for _ in 0..6 {
         let request = http::Request::get("http://greet/x")
             .body(Empty::<Bytes>::new())

@@ -6,9 +6,9 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use support::captured::Captured;
 use support::greet::GreetServer;
 use support::wait_until;
 use tower_lb::balance::{ConsistentHash, HashKey, PickContext};
@@ -16,31 +16,6 @@ use tower_lb::discover::{Discover, Fixed, Update};
 use tower_lb::health::HealthCheck;
 use tower_lb::retry::RetryLayer;
 use tower_lb::{BoxError, Error, Pool};
-
-/// Collects what a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.text().matches(needle).count()
-    }
-}
 
 /// A registry that never answers.
 struct Silent;

@@ -4,13 +4,13 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_lb::retry::{Hedge, RetryLayer};
 
+use support::captured::Captured;
 use support::retry::{Instances, Reply, attempts_of, get};
 
 /// Instance 0 of `n` stalls for a second; the others answer in 10 ms.
@@ -19,21 +19,6 @@ fn one_stalls(n: usize) -> Instances {
         0 => Reply::ok().after(Duration::from_secs(1)),
         _ => Reply::ok().after(Duration::from_millis(10)),
     })
-}
-
-/// Collects what a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -77,7 +62,7 @@ async fn every_retry_and_hedge_is_a_tracing_event_with_reason_and_endpoint() {
         let response = hedged.clone().oneshot(get()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let retry = log
         .lines()
         .find(|l| l.contains("retrying"))

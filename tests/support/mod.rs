@@ -17,6 +17,7 @@
 // Each test binary uses only part of this module.
 #![allow(dead_code)]
 
+pub mod captured;
 #[path = "../../examples/support/greet.rs"]
 pub mod greet;
 
