@@ -80,6 +80,7 @@ mod error;
 pub mod health;
 mod layer;
 mod pool;
+mod redact;
 mod request;
 pub mod retry;
 pub mod stats;
@@ -89,7 +90,7 @@ pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind, IntoEndpoint};
 pub use error::{BoxError, Error};
 pub use layer::{
     BodyGuard, DEFAULT_TIMEOUT, LoadBalance, LoadBalanceBuilder, LoadBalanceLayer, ResponseFuture,
-    TrackBody, TrackedBody, UnknownHost,
+    SchemePolicy, TrackBody, TrackedBody, UnknownHost,
 };
 pub use pool::{
     CachedPool, DEFAULT_CANCEL_TIMEOUT, DEFAULT_READY_TIMEOUT, Picked, Pool, PoolBuilder,
