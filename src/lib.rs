@@ -84,6 +84,7 @@ mod redact;
 mod request;
 pub mod retry;
 pub mod stats;
+mod time;
 
 pub use attempt::AttemptContext;
 pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind, IntoEndpoint};

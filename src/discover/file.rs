@@ -155,7 +155,7 @@ impl Discover for JsonFile {
             if let Some(at) = self.next_at {
                 tokio::time::sleep_until(at).await;
             }
-            self.next_at = Some(Instant::now() + self.interval);
+            self.next_at = Some(crate::time::after(self.interval));
             match self.check().await {
                 Ok(None) => {}
                 Ok(Some(endpoints)) => {
