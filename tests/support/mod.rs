@@ -30,6 +30,7 @@ pub mod processes;
 #[cfg(feature = "reqwest")]
 pub mod requests;
 pub mod retry;
+pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;
