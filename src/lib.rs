@@ -86,6 +86,9 @@ pub mod retry;
 pub mod stats;
 mod time;
 
+#[cfg(test)]
+mod proptests;
+
 pub use attempt::AttemptContext;
 pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind, IntoEndpoint};
 pub use error::{BoxError, Error};

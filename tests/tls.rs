@@ -67,8 +67,16 @@ async fn reqwest_call(
     url: &str,
 ) -> Result<(String, String), Error> {
     let response = bounded("an https call", client.oneshot(get(url))).await?;
-    let instance = response.headers()["x-instance"].to_str().unwrap().to_owned();
-    let endpoint = response.extensions().get::<Endpoint>().unwrap().key().to_owned();
+    let instance = response.headers()["x-instance"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let endpoint = response
+        .extensions()
+        .get::<Endpoint>()
+        .unwrap()
+        .key()
+        .to_owned();
     let body = response.text().await.unwrap();
     assert_eq!(body, format!("hello from {instance}"));
     Ok((instance, endpoint))
@@ -86,7 +94,9 @@ async fn reqwest_verifies_the_certificate_of_an_ip_endpoint() {
         .unwrap();
     assert_eq!((instance.as_str(), endpoint), ("tls-a", server.url()));
     // A plain-http request to an https endpoint goes out with TLS too.
-    reqwest_call(client, "http://greet/api/greet").await.unwrap();
+    reqwest_call(client, "http://greet/api/greet")
+        .await
+        .unwrap();
     assert_eq!(server.hits(), 2);
 }
 
@@ -103,7 +113,10 @@ async fn reqwest_rejects_a_certificate_from_an_unknown_authority() {
     let text = chain(&error);
     assert!(matches!(error, Error::Inner { .. }), "{text}");
     assert!(untrusted(&text), "{text}");
-    assert_eq!(error.endpoint().map(Endpoint::key), Some(server.url().as_str()));
+    assert_eq!(
+        error.endpoint().map(Endpoint::key),
+        Some(server.url().as_str())
+    );
     assert_eq!(server.hits(), 0);
 }
 
@@ -127,8 +140,10 @@ async fn reqwest_checks_the_ip_so_a_name_only_certificate_fails_at_an_ip_endpoin
 fn hyper_client(
     ca: &TestCa,
     name: &'static str,
-) -> HyperClient<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Empty<bytes::Bytes>>
-{
+) -> HyperClient<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Empty<bytes::Bytes>,
+> {
     let connector = HttpsConnectorBuilder::new()
         .with_tls_config(ca.client_config())
         .https_only()
@@ -140,11 +155,7 @@ fn hyper_client(
     HyperClient::builder(TokioExecutor::new()).build(connector)
 }
 
-async fn hyper_call(
-    ca: &TestCa,
-    server: &TlsServer,
-    name: &'static str,
-) -> Result<String, Error> {
+async fn hyper_call(ca: &TestCa, server: &TlsServer, name: &'static str) -> Result<String, Error> {
     let client = ServiceBuilder::new()
         .layer(layer(server.url()))
         .service(hyper_client(ca, name));
@@ -152,7 +163,10 @@ async fn hyper_call(
         .body(Empty::new())
         .unwrap();
     let response = bounded("an https call", client.oneshot(request)).await?;
-    let instance = response.headers()["x-instance"].to_str().unwrap().to_owned();
+    let instance = response.headers()["x-instance"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, format!("hello from {instance}").as_bytes());
     Ok(instance)
@@ -163,7 +177,10 @@ async fn hyper_util_holds_ip_endpoints_to_the_service_name() {
     let ca = TestCa::new();
     // The certificate names the service only, not the address.
     let server = TlsServer::start("tls-h", ca.issue(&["greet.test"])).await;
-    assert_eq!(hyper_call(&ca, &server, "greet.test").await.unwrap(), "tls-h");
+    assert_eq!(
+        hyper_call(&ca, &server, "greet.test").await.unwrap(),
+        "tls-h"
+    );
     assert_eq!(server.hits(), 1);
 
     // Held to another name, the same certificate is rejected.
@@ -209,9 +226,12 @@ async fn an_https_request_never_goes_to_an_http_endpoint_in_plain_text() {
         .build()
         .unwrap();
     let client = ServiceBuilder::new().layer(lb).service(reqwest_client());
-    let response = bounded("sent", client.oneshot(get("https://greet/api/greet?name=x")))
-        .await
-        .unwrap();
+    let response = bounded(
+        "sent",
+        client.oneshot(get("https://greet/api/greet?name=x")),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(plain.hits(), 1);
 }

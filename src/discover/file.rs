@@ -236,7 +236,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Endpoint>, FileError> {
             Err(reason) => tracing::warn!(
                 path = %path.display(),
                 index,
-                entry = %entry,
+                entry = %crate::redact::userinfo(&entry.to_string()),
                 %reason,
                 "skipping an invalid entry in the endpoint file"
             ),

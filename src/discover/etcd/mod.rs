@@ -58,7 +58,7 @@
 
 mod auth;
 mod client;
-mod codec;
+pub(crate) mod codec;
 mod register;
 mod watch;
 
