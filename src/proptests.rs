@@ -300,3 +300,61 @@ mod etcd {
         })
     }
 }
+
+#[cfg(feature = "file")]
+mod file {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::{assert_well_formed, config, mutated};
+    use crate::discover::file::parse;
+
+    fn entry() -> impl Strategy<Value = String> {
+        let addr = prop_oneof![mutated(), "\\PC{0,12}"]
+            .prop_map(|a| serde_json::to_string(&a).unwrap_or_default());
+        let weight = prop::sample::select(vec![
+            "0",
+            "1",
+            "4294967295",
+            "4294967296",
+            "-1",
+            "1.5",
+            "\"3\"",
+            "null",
+            "{}",
+        ]);
+        prop_oneof![
+            addr.clone(),
+            (addr, weight).prop_map(|(a, w)| format!(r#"{{"addr":{a},"weight":{w},"zone":1}}"#)),
+            Just("42".to_string()),
+            Just("[]".to_string()),
+        ]
+    }
+
+    fn file() -> impl Strategy<Value = String> {
+        let entries = || prop::collection::vec(entry(), 0..5).prop_map(|e| e.join(","));
+        prop_oneof![
+            entries().prop_map(|e| format!("[{e}]")),
+            entries().prop_map(|e| format!(r#"{{"endpoints":[{e}]}}"#)),
+            "\\PC{0,30}",
+            Just(r#"{"endpoints":{}}"#.to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config(1000))]
+
+        #[test]
+        fn endpoint_files_parse_or_fail_typed(text in file()) {
+            match parse(Path::new("endpoints.json"), text.as_bytes()) {
+                Ok(endpoints) => {
+                    for endpoint in &endpoints {
+                        assert_well_formed(&text, endpoint);
+                    }
+                }
+                Err(error) => prop_assert!(error.to_string().contains("endpoints.json")),
+            }
+        }
+    }
+}

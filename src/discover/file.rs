@@ -202,7 +202,7 @@ impl fmt::Debug for JsonFile {
 }
 
 /// The endpoints in a file's bytes; bad entries are skipped and logged.
-fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Endpoint>, FileError> {
+pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Endpoint>, FileError> {
     let shape = |reason: &str| FileError::Shape {
         path: path.to_path_buf(),
         reason: reason.to_string(),
