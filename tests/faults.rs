@@ -1,6 +1,6 @@
 //! The fault suite: real greet servers on loopback, one of three faulty
-//! (a dead port, a 503 on every call, an instance that flaps), and a total
-//! outage. Each test sends a bounded number of calls through the retry and
+//! (a dead port, a 503 on every call, an instance that flaps, one whose
+//! body trickles a byte a second), and a total outage. Each test sends a bounded number of calls through the retry and
 //! load-balancing layers over reqwest and asserts what the caller sees:
 //! at most 0.1% failed calls while a healthy instance remains, no call
 //! outliving the deadline, the bad instance ejected, and in the outage at
@@ -34,8 +34,16 @@ const CONCURRENCY: usize = 8;
 type Client = Retry<LoadBalance<reqwest::Client>>;
 
 async fn client(urls: Vec<String>) -> (Client, LoadBalanceLayer) {
+    client_with(urls, tower_lb::balance::RoundRobin::new()).await
+}
+
+async fn client_with(
+    urls: Vec<String>,
+    balancer: impl tower_lb::balance::Balancer,
+) -> (Client, LoadBalanceLayer) {
     let lb = LoadBalanceLayer::builder()
         .service("greet", Fixed::new(urls).unwrap())
+        .balancer(balancer)
         .build()
         .unwrap();
     lb.pool("greet").unwrap().ready().await.unwrap();
@@ -246,6 +254,135 @@ async fn a_total_outage_fails_fast_with_at_most_1_25_attempts_per_call() {
         outcome.amplification() <= 1.25,
         "{:.3} attempts per call",
         outcome.amplification()
+    );
+}
+
+/// An HTTP server on 127.0.0.1 (listener held) whose every answer is a
+/// `200` head at once, then a body of 10 bytes, one a second.
+async fn trickling_server() -> (String, tokio::task::JoinHandle<()>) {
+    use bytes::Bytes;
+    use http_body_util::channel::Channel;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|_request| async {
+                    let (mut sender, body) = Channel::<Bytes, std::convert::Infallible>::new(1);
+                    tokio::spawn(async move {
+                        for _ in 0..10 {
+                            if sender.send_data(Bytes::from_static(b".")).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    });
+                    let response = http::Response::builder()
+                        .header("x-instance", "trickle")
+                        .body(body)
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (url, task)
+}
+
+/// A body that trickles cannot be retried once handed over: the caller's
+/// own read timeout (1.5 s here) ends those calls. A body the caller drops
+/// is the caller's doing, not the endpoint's failure, so the instance is
+/// not ejected; but its answers stay in flight until their last byte, so a
+/// load-aware balancer (least request, P2C) steers away from it and few
+/// calls fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_is_steered_around_by_least_request() {
+    const CALLS: usize = 500;
+    const READ_TIMEOUT: Duration = Duration::from_millis(1500);
+    let good = [
+        GreetServer::start("a").await.unwrap(),
+        GreetServer::start("b").await.unwrap(),
+    ];
+    let (trickle, _server) = trickling_server().await;
+    let (client, lb) = client_with(
+        vec![trickle.clone(), good[0].url(), good[1].url()],
+        tower_lb::balance::LeastRequest::new(),
+    )
+    .await;
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut tasks = JoinSet::new();
+    for _ in 0..CALLS {
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let client = client.clone();
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let request = reqwest::Request::new(
+                http::Method::GET,
+                "http://greet/api/greet?name=fault".parse().unwrap(),
+            );
+            let call = async {
+                let response = client.oneshot(request).await.map_err(|e| e.to_string())?;
+                let attempts = response
+                    .extensions()
+                    .get::<Attempts>()
+                    .map_or(1, |a| a.count());
+                response.bytes().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(attempts)
+            };
+            let result = tokio::time::timeout(READ_TIMEOUT, call)
+                .await
+                .unwrap_or_else(|_| Err("the caller's read timeout".into()));
+            drop(permit);
+            (result, started.elapsed())
+        });
+    }
+    let mut outcome = Outcome {
+        calls: CALLS,
+        ..Outcome::default()
+    };
+    support::bounded("the calls", async {
+        while let Some(joined) = tasks.join_next().await {
+            let (result, elapsed) = joined.unwrap();
+            outcome.slowest = outcome.slowest.max(elapsed);
+            match result {
+                Ok(attempts) => outcome.attempts += u64::from(attempts),
+                Err(error) => {
+                    outcome.attempts += 1;
+                    outcome.failed += 1;
+                    if outcome.errors.len() < 5 {
+                        outcome.errors.push(error);
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let was_ejected = ejected(&lb.pool("greet").unwrap().stats(), &trickle);
+    println!(
+        "FIGURE | body trickles 1 byte/s (1 of 3), least request, caller reads for 1.5 s | {CALLS} calls | {:.2}% failed | slowest {:.0} ms | ejected: {was_ejected} (a dropped body is not the endpoint's failure)",
+        100.0 * outcome.failed_share(),
+        outcome.slowest.as_secs_f64() * 1e3,
+    );
+    // About one call per read timeout lands there (when its in-flight count
+    // drops back to zero): 0.8% on an idle machine; a wide 5% bound, since a
+    // loaded machine sends fewer calls per read timeout.
+    assert!(
+        outcome.failed <= CALLS * 5 / 100,
+        "{} of {CALLS} failed: {:?}",
+        outcome.failed,
+        outcome.errors
+    );
+    assert!(
+        outcome.slowest <= READ_TIMEOUT + SLACK,
+        "{:?}",
+        outcome.slowest
     );
 }
 
