@@ -135,6 +135,25 @@ pub enum EndpointErrorKind {
 impl Endpoint {
     /// Parses an endpoint from `scheme://host:port` or a bare `host:port`
     /// (plain HTTP). The port defaults to the scheme's (80 or 443).
+    ///
+    /// Strict: exactly one host (a DNS name, a dotted IPv4 address, or a
+    /// bracketed IPv6 address with an optional `%25zone`), a port of 1 to
+    /// 5 digits from 1 to 65535, an optional trailing `/`, and nothing else:
+    /// no userinfo, path, query or fragment. Surrounding whitespace is
+    /// ignored.
+    ///
+    /// ```
+    /// use tower_lb::{Endpoint, EndpointErrorKind};
+    ///
+    /// assert!(Endpoint::new("http://[fe80::1%25eth0]:8080").is_ok());
+    /// for bad in ["10.0.0.7[:8080]", "http://a:+1", "http://a:", "http://10.0.0.256:1"] {
+    ///     assert!(Endpoint::new(bad).is_err(), "{bad}");
+    /// }
+    /// assert!(matches!(
+    ///     Endpoint::new("10.0.0.7[:8080]").unwrap_err().kind(),
+    ///     EndpointErrorKind::BadHost(_)
+    /// ));
+    /// ```
     pub fn new(input: &str) -> Result<Self, EndpointError> {
         let trimmed = input.trim();
         if trimmed.is_empty() {
