@@ -7,7 +7,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use http::HeaderValue;
-use http::uri::{Authority, Scheme, Uri};
+use http::uri::{Authority, Scheme};
+
+use crate::redact;
+
+mod parse;
 
 /// One instance of a logical service: where to send requests, and how much.
 ///
@@ -57,7 +61,17 @@ struct Inner {
 
 /// Why a string, address or weight could not become an [`Endpoint`].
 ///
-/// The message always quotes the offending input.
+/// The message quotes the offending input, with any userinfo replaced by
+/// `***`: a rejected `http://user:secret@host` never repeats the secret.
+///
+/// ```
+/// use tower_lb::{Endpoint, EndpointErrorKind};
+///
+/// let err = Endpoint::new("http://app:s3cret@10.0.0.7:8080").unwrap_err();
+/// assert_eq!(err.kind(), &EndpointErrorKind::UserInfo);
+/// assert!(!err.to_string().contains("s3cret"));
+/// assert_eq!(err.input(), "http://***@10.0.0.7:8080");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid endpoint `{input}`: {reason}")]
 pub struct EndpointError {
@@ -66,14 +80,14 @@ pub struct EndpointError {
 }
 
 impl EndpointError {
-    pub(crate) fn new(input: impl Into<String>, reason: EndpointErrorKind) -> Self {
+    pub(crate) fn new(input: &str, reason: EndpointErrorKind) -> Self {
         Self {
-            input: input.into(),
+            input: redact::userinfo(input).into_owned(),
             reason,
         }
     }
 
-    /// The input that was rejected, as given.
+    /// The input that was rejected, as given but for its userinfo (`***`).
     pub fn input(&self) -> &str {
         &self.input
     }
@@ -97,7 +111,11 @@ pub enum EndpointErrorKind {
     /// The URI has no host.
     #[error("it has no host")]
     MissingHost,
-    /// The port is not a number from 1 to 65535.
+    /// The host is not a DNS name, an IPv4 address or a bracketed IPv6
+    /// address (with an optional zone).
+    #[error("the host is malformed: {0}")]
+    BadHost(String),
+    /// The port is not digits only, with a value from 1 to 65535.
     #[error("the port is not a number from 1 to 65535")]
     BadPort,
     /// Only `http` and `https` can be balanced.
@@ -117,44 +135,37 @@ pub enum EndpointErrorKind {
 impl Endpoint {
     /// Parses an endpoint from `scheme://host:port` or a bare `host:port`
     /// (plain HTTP). The port defaults to the scheme's (80 or 443).
+    ///
+    /// Strict: exactly one host (a DNS name, a dotted IPv4 address, or a
+    /// bracketed IPv6 address with an optional `%25zone`), a port of 1 to
+    /// 5 digits from 1 to 65535, an optional trailing `/`, and nothing else:
+    /// no userinfo, path, query or fragment. Surrounding whitespace is
+    /// ignored.
+    ///
+    /// ```
+    /// use tower_lb::{Endpoint, EndpointErrorKind};
+    ///
+    /// assert!(Endpoint::new("http://[fe80::1%25eth0]:8080").is_ok());
+    /// for bad in ["10.0.0.7[:8080]", "http://a:+1", "http://a:", "http://10.0.0.256:1"] {
+    ///     assert!(Endpoint::new(bad).is_err(), "{bad}");
+    /// }
+    /// assert!(matches!(
+    ///     Endpoint::new("10.0.0.7[:8080]").unwrap_err().kind(),
+    ///     EndpointErrorKind::BadHost(_)
+    /// ));
+    /// ```
     pub fn new(input: &str) -> Result<Self, EndpointError> {
-        let err = |reason| EndpointError::new(input, reason);
         let trimmed = input.trim();
         if trimmed.is_empty() {
-            return Err(err(EndpointErrorKind::Empty));
+            return Err(EndpointError::new(input, EndpointErrorKind::Empty));
         }
-        let uri: Uri = trimmed
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| err(EndpointErrorKind::Malformed(e.to_string())))?;
-        let scheme = match uri.scheme() {
-            None => Scheme::HTTP,
-            Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
-            Some(s) => return Err(err(EndpointErrorKind::UnsupportedScheme(s.to_string()))),
-        };
-        if let Some(pq) = uri.path_and_query() {
-            // `http://host` parses with an implied "/"; anything more is a path.
-            let pq = pq.as_str();
-            if pq != "/" && !pq.is_empty() {
-                return Err(err(EndpointErrorKind::UnexpectedPath(pq.to_string())));
-            }
-        }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| err(EndpointErrorKind::MissingHost))?;
-        if authority.as_str().contains('@') {
-            return Err(err(EndpointErrorKind::UserInfo));
-        }
-        if authority.host().is_empty() {
-            return Err(err(EndpointErrorKind::MissingHost));
-        }
-        let port = match explicit_port(&authority) {
-            PortSpec::None if scheme == Scheme::HTTPS => 443,
-            PortSpec::None => 80,
-            PortSpec::Valid(p) => p,
-            PortSpec::Invalid => return Err(err(EndpointErrorKind::BadPort)),
-        };
-        Ok(Self::from_parts(scheme, authority, port))
+        let parsed = parse::parse(trimmed).map_err(|kind| EndpointError::new(input, kind))?;
+        Ok(Self::from_parts(
+            parsed.scheme,
+            parsed.authority,
+            parsed.host,
+            parsed.port,
+        ))
     }
 
     /// The endpoint `http://{addr}`.
@@ -167,18 +178,28 @@ impl Endpoint {
     /// assert_eq!(Endpoint::from_addr(addr).key(), "http://[::1]:8080");
     /// ```
     pub fn from_addr(addr: SocketAddr) -> Self {
-        let authority: Authority = addr
-            .to_string()
-            .parse()
-            .expect("a SocketAddr always formats as a valid authority");
-        Self::from_parts(Scheme::HTTP, authority, addr.port())
+        // An IPv6 scope id is written `%25id` in a URI (RFC 6874).
+        let text = match addr {
+            SocketAddr::V6(v6) if v6.scope_id() != 0 => {
+                format!("[{}%25{}]:{}", v6.ip(), v6.scope_id(), v6.port())
+            }
+            _ => addr.to_string(),
+        };
+        // A socket address always formats as a valid authority; without
+        // its scope id if that one does not.
+        let authority = Authority::try_from(text.as_str())
+            .or_else(|_| Authority::try_from(SocketAddr::new(addr.ip(), addr.port()).to_string()))
+            .unwrap_or_else(|_| Authority::from_static("invalid.invalid"));
+        let host = authority.host().to_ascii_lowercase();
+        Self::from_parts(Scheme::HTTP, authority, host, addr.port())
     }
 
-    fn from_parts(scheme: Scheme, authority: Authority, port: u16) -> Self {
-        let host = authority.host().to_ascii_lowercase();
+    fn from_parts(scheme: Scheme, authority: Authority, host: String, port: u16) -> Self {
         let key = format!("{}://{}:{}", scheme, host, port);
+        // An `Authority` holds only visible ASCII, which is always a valid
+        // header value; the fallback is for the impossible case.
         let host_header = HeaderValue::from_str(authority.as_str())
-            .expect("an authority is a valid header value");
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid.invalid"));
         Self {
             inner: Arc::new(Inner {
                 scheme,
@@ -270,29 +291,6 @@ impl Endpoint {
     /// their weight or metadata.
     pub fn same_instance(&self, other: &Endpoint) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner) || self.key() == other.key()
-    }
-}
-
-enum PortSpec {
-    None,
-    Valid(u16),
-    Invalid,
-}
-
-/// The `http` crate accepts any digits after the colon and then reports no
-/// port when they do not fit in a `u16`; tell "no port" and "bad port" apart.
-fn explicit_port(authority: &Authority) -> PortSpec {
-    let s = authority.as_str();
-    let after_host = match s.rfind(']') {
-        Some(i) => &s[i + 1..],
-        None => s,
-    };
-    let Some(colon) = after_host.rfind(':') else {
-        return PortSpec::None;
-    };
-    match after_host[colon + 1..].parse::<u16>() {
-        Ok(0) | Err(_) => PortSpec::Invalid,
-        Ok(p) => PortSpec::Valid(p),
     }
 }
 
@@ -439,14 +437,91 @@ mod tests {
         assert_eq!(kind("http://h:99999"), EndpointErrorKind::BadPort);
         assert_eq!(kind("http://h:0"), EndpointErrorKind::BadPort);
         assert_eq!(kind("http://u:p@h:1"), EndpointErrorKind::UserInfo);
+        assert_eq!(kind("http://h:+1"), EndpointErrorKind::BadPort);
+        assert_eq!(kind("http://h:"), EndpointErrorKind::BadPort);
+        assert_eq!(kind("http://h:0080x"), EndpointErrorKind::BadPort);
+        assert!(matches!(
+            kind("10.0.0.7[:8080]"),
+            EndpointErrorKind::BadHost(_)
+        ));
+        assert!(matches!(
+            kind("http://10.0.0.256:1"),
+            EndpointErrorKind::BadHost(_)
+        ));
+        assert!(matches!(
+            kind("http://[::1:1"),
+            EndpointErrorKind::BadHost(_)
+        ));
+        assert!(matches!(
+            kind("http://[::1]x:1"),
+            EndpointErrorKind::BadHost(_)
+        ));
+        assert!(matches!(
+            kind("http://[zz]:1"),
+            EndpointErrorKind::BadHost(_)
+        ));
+        assert!(matches!(
+            kind("http://a..b:1"),
+            EndpointErrorKind::BadHost(_)
+        ));
+        assert!(matches!(kind("http://-a:1"), EndpointErrorKind::BadHost(_)));
+        assert!(matches!(
+            kind("http://a b:1"),
+            EndpointErrorKind::BadHost(_)
+        ));
+        assert!(matches!(kind("http://h:1:2"), EndpointErrorKind::BadPort));
+        assert!(matches!(
+            kind("http://h:1#x"),
+            EndpointErrorKind::UnexpectedPath(_)
+        ));
         assert!(matches!(
             kind("http://"),
             EndpointErrorKind::Malformed(_) | EndpointErrorKind::MissingHost
         ));
-        assert!(matches!(kind("not a uri"), EndpointErrorKind::Malformed(_)));
+        assert!(matches!(kind("not a uri"), EndpointErrorKind::BadHost(_)));
+        assert!(matches!(
+            kind("ht tp://h:1"),
+            EndpointErrorKind::Malformed(_)
+        ));
         let zero = Endpoint::new("h:1").unwrap().with_weight(0).unwrap_err();
         assert_eq!(zero.kind(), &EndpointErrorKind::ZeroWeight);
         assert!(zero.to_string().contains("http://h:1"), "{zero}");
+    }
+
+    #[test]
+    fn accepts_every_host_form() {
+        for (input, key) in [
+            (
+                "http://[fe80::1%25eth0]:8080",
+                "http://[fe80::1%25eth0]:8080",
+            ),
+            ("HTTP://Greet.Test.:1", "http://greet.test.:1"),
+            ("my_service:65535", "http://my_service:65535"),
+            ("https://10.0.0.7", "https://10.0.0.7:443"),
+        ] {
+            assert_eq!(Endpoint::new(input).unwrap().key(), key, "{input}");
+        }
+        let scoped: SocketAddr = "[fe80::1%2]:8080".parse().unwrap();
+        assert_eq!(
+            Endpoint::from_addr(scoped).key(),
+            "http://[fe80::1%252]:8080"
+        );
+    }
+
+    #[test]
+    fn userinfo_is_rejected_without_repeating_the_secret() {
+        for input in [
+            "http://user:canary@h:1",
+            "canary@h:1",
+            "https://u:canary@[::1]:1/",
+            "http://u:canary@h:1/path",
+        ] {
+            let err = Endpoint::new(input).unwrap_err();
+            assert_eq!(err.kind(), &EndpointErrorKind::UserInfo, "{input}");
+            for printed in [err.to_string(), format!("{err:?}"), err.input().to_string()] {
+                assert!(!printed.contains("canary"), "{printed}");
+            }
+        }
     }
 
     #[test]

@@ -75,6 +75,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// The request asked for `https` but the chosen endpoint speaks plain
+    /// `http`: sending it would silently drop TLS. Opt into
+    /// [`SchemePolicy::EndpointDecides`](crate::SchemePolicy::EndpointDecides)
+    /// to let the endpoint's scheme win.
+    #[error(
+        "service `{service}`: the request asks for https but endpoint {endpoint} is plain http; not sent (see SchemePolicy)"
+    )]
+    InsecureEndpoint {
+        /// The logical service.
+        service: Arc<str>,
+        /// The endpoint that was chosen.
+        endpoint: Endpoint,
+    },
+
     /// The layer was configured with something invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -223,6 +237,7 @@ impl Error {
             | Error::NotReady { service, .. }
             | Error::InvalidEndpoint { service, .. }
             | Error::Route { service, .. }
+            | Error::InsecureEndpoint { service, .. }
             | Error::AttemptTimeout { service, .. }
             | Error::BudgetExhausted { service, .. }
             | Error::DeadlineExceeded { service, .. }
@@ -288,7 +303,9 @@ impl Error {
             Error::Inner { endpoint, .. } | Error::AttemptTimeout { endpoint, .. } => {
                 endpoint.as_ref()
             }
-            Error::Route { endpoint, .. } => Some(endpoint),
+            Error::Route { endpoint, .. } | Error::InsecureEndpoint { endpoint, .. } => {
+                Some(endpoint)
+            }
             _ => None,
         }
     }
@@ -341,10 +358,12 @@ pub(crate) fn chain<'a>(
 }
 
 /// "outer: middle: inner", so one log line or stats field shows the root
-/// cause of an error.
+/// cause of an error; any URL userinfo in it (a client's or a discovery
+/// source's own message may quote one) replaced by `***`.
 pub(crate) fn chain_message(error: &(dyn std::error::Error + 'static)) -> String {
-    chain(error)
+    let message = chain(error)
         .map(|e| e.to_string())
         .collect::<Vec<_>>()
-        .join(": ")
+        .join(": ");
+    crate::redact::userinfo(&message).into_owned()
 }

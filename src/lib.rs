@@ -82,9 +82,14 @@ mod error;
 pub mod health;
 mod layer;
 mod pool;
+mod redact;
 mod request;
 pub mod retry;
 pub mod stats;
+mod time;
+
+#[cfg(test)]
+mod proptests;
 
 pub use attempt::AttemptContext;
 #[cfg(feature = "reqwest")]
@@ -93,7 +98,7 @@ pub use endpoint::{Endpoint, EndpointError, EndpointErrorKind, IntoEndpoint};
 pub use error::{BoxError, Error};
 pub use layer::{
     BodyGuard, DEFAULT_TIMEOUT, LoadBalance, LoadBalanceBuilder, LoadBalanceLayer, ResponseFuture,
-    TrackBody, TrackedBody, UnknownHost,
+    SchemePolicy, TrackBody, TrackedBody, UnknownHost,
 };
 pub use pool::{
     CachedPool, DEFAULT_CANCEL_TIMEOUT, DEFAULT_READY_TIMEOUT, Picked, Pool, PoolBuilder,

@@ -13,19 +13,29 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use http::header::HOST;
+use http::header::{AUTHORIZATION, HOST};
 use http::uri::{PathAndQuery, Uri};
-use http::{Extensions, HeaderMap, Method, StatusCode};
+use http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode};
 
-use crate::{BoxError, Endpoint};
+use crate::{BoxError, Endpoint, redact};
 
 /// An HTTP request that can be balanced.
 pub trait BalancedRequest: Send + 'static {
     /// The host named by the request's URI, if any: the logical service.
     fn host(&self) -> Option<&str>;
 
-    /// The request's target, for error messages.
+    /// The request's target, for error messages (userinfo, if any,
+    /// replaced by `***`).
     fn target(&self) -> String;
+
+    /// The scheme the request asks for (`"http"`, `"https"`), when its URI
+    /// has one. The load-balancing layer refuses to send an `https` request
+    /// to a plain `http` endpoint unless told otherwise
+    /// ([`SchemePolicy`](crate::SchemePolicy)). The default, `None`,
+    /// opts a custom request type out of that check.
+    fn scheme(&self) -> Option<&str> {
+        None
+    }
 
     /// The request's path, for balancers that hash it.
     fn path(&self) -> &str;
@@ -173,6 +183,10 @@ impl<R: BalancedRequest> BalancedRequest for WithExtensions<R> {
         self.request.target()
     }
 
+    fn scheme(&self) -> Option<&str> {
+        self.request.scheme()
+    }
+
     fn path(&self) -> &str {
         self.request.path()
     }
@@ -232,7 +246,11 @@ impl<B: Send + 'static> BalancedRequest for http::Request<B> {
     }
 
     fn target(&self) -> String {
-        self.uri().to_string()
+        redact::userinfo(&self.uri().to_string()).into_owned()
+    }
+
+    fn scheme(&self) -> Option<&str> {
+        self.uri().scheme_str()
     }
 
     fn path(&self) -> &str {
@@ -248,6 +266,17 @@ impl<B: Send + 'static> BalancedRequest for http::Request<B> {
     }
 
     fn route_to(&mut self, endpoint: &Endpoint) -> Result<(), String> {
+        if let Some((user, password)) = self
+            .uri()
+            .authority()
+            .and_then(|a| split_userinfo(a.as_str()))
+        {
+            let user = percent_decoded(user);
+            let password = password.map(percent_decoded);
+            basic_auth_from_userinfo(self.headers_mut(), &user, password.as_deref());
+        }
+        redact::mark_sensitive(self.headers_mut());
+        // The endpoint's authority replaces the request's, userinfo and all.
         let mut parts = std::mem::take(self.uri_mut()).into_parts();
         parts.scheme = Some(endpoint.scheme().clone());
         parts.authority = Some(endpoint.authority().clone());
@@ -297,7 +326,11 @@ impl BalancedRequest for reqwest::Request {
     }
 
     fn target(&self) -> String {
-        self.url().to_string()
+        redact::userinfo(self.url().as_str()).into_owned()
+    }
+
+    fn scheme(&self) -> Option<&str> {
+        Some(self.url().scheme())
     }
 
     fn path(&self) -> &str {
@@ -313,6 +346,16 @@ impl BalancedRequest for reqwest::Request {
     }
 
     fn route_to(&mut self, endpoint: &Endpoint) -> Result<(), String> {
+        if !self.url().username().is_empty() || self.url().password().is_some() {
+            let user = percent_decoded(self.url().username());
+            let password = self.url().password().map(percent_decoded);
+            basic_auth_from_userinfo(self.headers_mut(), &user, password.as_deref());
+            // A routed request carries no userinfo: reqwest's own error
+            // messages quote the URL.
+            let _ = self.url_mut().set_username("");
+            let _ = self.url_mut().set_password(None);
+        }
+        redact::mark_sensitive(self.headers_mut());
         let url = self.url_mut();
         url.set_scheme(endpoint.scheme().as_str())
             .map_err(|()| format!("cannot set scheme `{}`", endpoint.scheme()))?;
@@ -380,9 +423,117 @@ impl BalancedResponse for reqwest::Response {
     }
 }
 
+/// `user[:password]` of an authority with userinfo.
+fn split_userinfo(authority: &str) -> Option<(&str, Option<&str>)> {
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    Some(match userinfo.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (userinfo, None),
+    })
+}
+
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Userinfo in a request's URL means HTTP Basic credentials (what curl and
+/// reqwest's builder make of it): moved into an `Authorization` header,
+/// unless the caller set one, so that the URL that travels on carries none.
+fn basic_auth_from_userinfo(headers: &mut HeaderMap, user: &str, password: Option<&str>) {
+    if headers.contains_key(AUTHORIZATION) {
+        return;
+    }
+    let credentials = format!("{user}:{}", password.unwrap_or(""));
+    let value = format!("Basic {}", base64_standard(credentials.as_bytes()));
+    if let Ok(mut value) = HeaderValue::from_str(&value) {
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+}
+
+/// RFC 4648 base64 with padding, for one header value.
+fn base64_standard(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("user:pass", "dXNlcjpwYXNz"),
+        ] {
+            assert_eq!(base64_standard(input.as_bytes()), want);
+        }
+    }
+
+    #[test]
+    fn userinfo_becomes_basic_auth_and_leaves_the_uri() {
+        let mut req = http::Request::get("http://app:canary%21@greet/api")
+            .body(())
+            .unwrap();
+        req.route_to(&Endpoint::new("http://10.0.0.7:1").unwrap())
+            .unwrap();
+        assert_eq!(req.uri(), "http://10.0.0.7:1/api");
+        let auth = &req.headers()[AUTHORIZATION];
+        assert_eq!(auth, &format!("Basic {}", base64_standard(b"app:canary!")));
+        assert!(auth.is_sensitive());
+        assert!(!format!("{req:?}").contains("canary"));
+    }
+
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn reqwest_userinfo_becomes_basic_auth_and_leaves_the_url() {
+        let url = "http://app:canary@greet/api".parse().unwrap();
+        let mut req = reqwest::Request::new(http::Method::GET, url);
+        req.route_to(&Endpoint::new("http://10.0.0.7:1").unwrap())
+            .unwrap();
+        assert_eq!(req.url().as_str(), "http://10.0.0.7:1/api");
+        assert!(req.headers()[AUTHORIZATION].is_sensitive());
+        assert!(!format!("{req:?}").contains("canary"));
+    }
 
     #[test]
     fn http_request_keeps_path_and_query_and_sets_host() {

@@ -243,3 +243,99 @@ async fn an_unknown_name_fails_readiness_naming_it() {
         other => panic!("expected NotReady, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_weight_zero_is_chosen_rarely_and_an_all_zero_group_evenly() {
+    support::logs();
+    let a = instance("a", "127.0.0.1", 0).await;
+    let b = instance("b", "127.0.0.1", 0).await;
+    let (pa, pb) = (a.addr().port(), b.addr().port());
+    let srv = |port: u16, weight: u16| {
+        format!("--srv-host=_http._tcp.greet.test,node.test,{port},0,{weight}")
+    };
+    let host = "--host-record=node.test,127.0.0.1".to_string();
+    let Some(mut dns) = Dnsmasq::start(&[host.clone(), srv(pa, 0), srv(pb, 1)]) else {
+        return;
+    };
+    let source = Dns::srv("_http._tcp.greet.test.")
+        .unwrap()
+        .name_servers([dns.addr()])
+        .min_ttl(Duration::from_millis(100));
+    let (pool, client) = client(source);
+    bounded("the pool is ready", pool.ready()).await.unwrap();
+    let mut got = weights(&pool);
+    got.sort();
+    let mut expected = vec![(pa, 1), (pb, tower_lb::discover::SRV_WEIGHT_SCALE)];
+    expected.sort();
+    assert_eq!(got, expected, "weight 0 beside weight 1");
+    // Weighted round robin over 1:100: the weight-0 target gets one pick.
+    let counts = greet_n(&client, "greet", 101).await;
+    assert_eq!(counts.get("a").copied().unwrap_or(0), 1, "{counts:?}");
+
+    dns.restart(&[host, srv(pa, 0), srv(pb, 0)]);
+    wait_until("the all-zero group is picked up", || {
+        let mut w = weights(&pool);
+        w.sort();
+        let mut even = vec![(pa, 1), (pb, 1)];
+        even.sort();
+        w == even
+    })
+    .await;
+    let counts = greet_n(&client, "greet", 20).await;
+    assert_eq!((counts["a"], counts["b"]), (10, 10), "{counts:?}");
+}
+
+/// A name server that vanished and whose port now swallows every query (a
+/// UDP socket and a TCP listener that never answer): the pool turns stale
+/// within the source's timeout, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_name_server_marks_the_pool_stale_within_the_timeout() {
+    support::logs();
+    let a = instance("a", "127.0.0.1", 0).await;
+    let Some(mut dns) = Dnsmasq::start(&[]) else {
+        return;
+    };
+    dns.set_hosts(&[("127.0.0.1", "greet.test")]);
+    let timeout = Duration::from_millis(500);
+    let source = Dns::host("greet.test.", a.addr().port())
+        .unwrap()
+        .name_servers([dns.addr()])
+        .timeout(timeout)
+        .min_ttl(Duration::from_millis(100));
+    let (pool, client) = client(source);
+    bounded("the pool is ready", pool.ready()).await.unwrap();
+
+    dns.stop();
+    // Take over the port: held for the rest of the test, never answering.
+    let (_udp, _tcp) = bounded("bind the silent name server", async {
+        loop {
+            if let (Ok(udp), Ok(tcp)) = (
+                std::net::UdpSocket::bind(dns.addr()),
+                std::net::TcpListener::bind(dns.addr()),
+            ) {
+                return (udp, tcp);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let silent_since = Instant::now();
+    wait_until("the silent name server shows as stale", || {
+        pool.stats().discovery_stale
+    })
+    .await;
+    let took = silent_since.elapsed();
+    println!("stale after {took:?} with a {timeout:?} DNS timeout");
+    let error = pool.stats().discovery_last_error.unwrap_or_default();
+    assert!(
+        error.contains("greet.test") && error.contains("no answer within 500ms"),
+        "the source's own timeout fired: {error}"
+    );
+    assert_eq!(keys(&pool), key_set(&[a.addr()]), "the last good set stays");
+    greet_n(&client, "greet", 3).await;
+}
+
+#[test]
+fn the_default_dns_timeout_is_at_most_two_seconds() {
+    assert!(tower_lb::discover::DEFAULT_DNS_TIMEOUT <= Duration::from_secs(2));
+}

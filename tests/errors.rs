@@ -40,12 +40,9 @@ where
     )
 }
 
-/// A port on 127.0.0.1 with nothing listening.
+/// A port on 127.0.0.1 with nothing listening, held for the whole test.
 fn refused_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
+    support::retry::refusing_url()
 }
 
 /// The error's source chain, outermost first (the error itself excluded).

@@ -57,10 +57,16 @@ async fn ten_thousand_gets_succeed_with_one_instance_dead() {
             ok
         }));
     }
+    // Ten thousand calls take a few seconds, far longer on a loaded 2-core
+    // machine: a bound against hanging, not a speed test.
     let mut ok = 0;
-    for task in tasks {
-        ok += bounded("the load finishes", task).await.unwrap();
-    }
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        for task in tasks {
+            ok += task.await.unwrap();
+        }
+    })
+    .await;
+    assert!(joined.is_ok(), "the load did not finish within 120 s");
     assert_eq!(ok, REQUESTS);
 
     let dead_stats = endpoint_stats(&pool, &dead_url).unwrap();

@@ -311,7 +311,9 @@ async fn a_total_outage_spends_the_budget_and_fails_fast() {
     assert!(extra <= cap, "{extra} retries for {CALLS} calls");
     assert!(extra >= 100, "the budget was spent, not unused: {extra}");
     assert!(budget_errors > 0);
-    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    // Fast next to the 15 s deadline; a wide bound, as a loaded 2-core
+    // machine may stall any one call (the figure is printed above).
+    assert!(slowest < Duration::from_secs(10), "{slowest:?}");
 }
 
 type HyperClient = hyper_util::client::legacy::Client<

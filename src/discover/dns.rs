@@ -42,12 +42,19 @@ use crate::{BoxError, Endpoint};
 /// 1 s) and a cap ([`max_ttl`](Dns::max_ttl), default 60 s). A changed
 /// answer becomes an [`Update::Replace`]; an unchanged one says nothing.
 ///
-/// SRV records give each target's port and weight (an SRV weight of 0, which
-/// RFC 2782 allows, counts as 1; a target with several addresses gives each
-/// the record's weight). Only the lowest-priority group that resolves to at
+/// SRV records give each target's port and weight. Weights follow RFC 2782:
+/// in a group where other records have a weight above 0, a weight-0 target
+/// is chosen rarely (it gets weight 1 while the other weights are scaled by
+/// [`SRV_WEIGHT_SCALE`]); a group whose weights are all 0 is chosen from
+/// evenly. A target with several addresses gives each the record's weight. Only the lowest-priority group that resolves to at
 /// least one address is used, so higher-numbered priorities are a fallback
 /// for when the whole preferred group is gone. Targets found in the answer's
 /// additional section are not looked up again.
+///
+/// Every resolution is bounded by the source's [`timeout`](Dns::timeout)
+/// (default [`DEFAULT_DNS_TIMEOUT`], 2 s): a name server that vanished
+/// makes the pool stale within that time, not after the resolver's own
+/// retries.
 ///
 /// Failures never empty the pool: a lookup error, a name with no records,
 /// or SRV records none of whose targets resolve, are returned as a
@@ -58,6 +65,7 @@ use crate::{BoxError, Endpoint};
 /// Endpoints are `http://ip:port`.
 pub struct Dns {
     target: Target,
+    timeout: Duration,
     choice: ResolverChoice,
     resolver: Option<TokioResolver>,
     min_ttl: Duration,
@@ -68,6 +76,15 @@ pub struct Dns {
     /// answer even when unchanged, so the pool knows it is fresh again.
     reannounce: bool,
 }
+
+/// How long one resolution may take by default: 2 s.
+pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The factor applied to non-zero SRV weights in a group that also has
+/// weight-0 records, so that those (weight 1) are chosen rarely: with one
+/// weight-1 record beside a weight-0 one, the weight-0 target gets 1 pick
+/// in 101.
+pub const SRV_WEIGHT_SCALE: u32 = 100;
 
 #[derive(Clone)]
 enum Target {
@@ -123,6 +140,16 @@ pub enum DnsError {
         #[source]
         source: Box<NetError>,
     },
+    /// The resolution took longer than the source's timeout.
+    #[error("{record_type} lookup of `{name}` got no answer within {timeout:?}")]
+    Timeout {
+        /// The queried name.
+        name: String,
+        /// `A/AAAA` or `SRV`.
+        record_type: &'static str,
+        /// The timeout.
+        timeout: Duration,
+    },
     /// SRV records were found but none could be used (see the warnings
     /// logged for each record).
     #[error("none of the SRV records of `{name}` has a usable target")]
@@ -159,6 +186,7 @@ impl Dns {
     fn new(target: Target) -> Self {
         Self {
             target,
+            timeout: DEFAULT_DNS_TIMEOUT,
             choice: ResolverChoice::System,
             resolver: None,
             min_ttl: Duration::from_secs(1),
@@ -201,6 +229,20 @@ impl Dns {
         self
     }
 
+    /// How long one resolution (with its SRV targets' lookups) may take
+    /// before it fails with [`DnsError::Timeout`] and the pool is marked
+    /// stale (default [`DEFAULT_DNS_TIMEOUT`], 2 s; at least 1 ms). The
+    /// built-in resolvers also ask each name server once within it; a
+    /// resolver given with [`resolver`](Self::resolver) keeps its own
+    /// settings, bounded by this.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout.max(Duration::from_millis(1));
+        if !matches!(self.choice, ResolverChoice::Given) {
+            self.resolver = None;
+        }
+        self
+    }
+
     /// The queried name.
     pub fn name(&self) -> String {
         match &self.target {
@@ -217,6 +259,8 @@ impl Dns {
                 let mut builder = TokioResolver::builder_tokio()
                     .map_err(|e| DnsError::Resolver(format!("system configuration: {e}")))?;
                 builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+                builder.options_mut().timeout = self.timeout;
+                builder.options_mut().attempts = 1;
                 builder.build()
             }
             ResolverChoice::NameServers(servers) => {
@@ -238,6 +282,8 @@ impl Dns {
                     TokioRuntimeProvider::default(),
                 );
                 builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+                builder.options_mut().timeout = self.timeout;
+                builder.options_mut().attempts = 1;
                 builder.build()
             }
             ResolverChoice::Given => {
@@ -252,10 +298,23 @@ impl Dns {
     /// One resolution: the endpoint set (sorted by key) and when it expires.
     async fn resolve(&mut self) -> Result<(Vec<Endpoint>, std::time::Instant), DnsError> {
         let resolver = self.resolver_handle()?;
-        let (set, until) = match self.target.clone() {
-            Target::Host { name, port } => resolve_host(&resolver, &name, port).await?,
-            Target::Srv { name } => resolve_srv(&resolver, &name).await?,
+        let (name, record_type) = match &self.target {
+            Target::Host { name, .. } => (name.clone(), "A/AAAA"),
+            Target::Srv { name } => (name.clone(), "SRV"),
         };
+        let resolution = async {
+            match self.target.clone() {
+                Target::Host { name, port } => resolve_host(&resolver, &name, port).await,
+                Target::Srv { name } => resolve_srv(&resolver, &name).await,
+            }
+        };
+        let (set, until) = tokio::time::timeout(self.timeout, resolution)
+            .await
+            .map_err(|_| DnsError::Timeout {
+                name: name.to_string(),
+                record_type,
+                timeout: self.timeout,
+            })??;
         Ok((set.into_values().collect(), until))
     }
 }
@@ -270,7 +329,7 @@ impl Discover for Dns {
                 Ok((endpoints, until)) => {
                     let ttl = until.saturating_duration_since(std::time::Instant::now());
                     let wait = ttl.clamp(self.min_ttl, self.max_ttl);
-                    self.next_at = Some(Instant::now() + wait);
+                    self.next_at = Some(crate::time::after(wait));
                     let changed = self.last.as_ref() != Some(&endpoints);
                     tracing::debug!(
                         name = %self.name(),
@@ -390,6 +449,8 @@ async fn resolve_srv(resolver: &TokioResolver, name: &Name) -> Result<Found, Dns
     }
     for (priority, records) in groups {
         let mut set: BTreeMap<String, Endpoint> = BTreeMap::new();
+        let mixed =
+            records.iter().any(|srv| srv.weight == 0) && records.iter().any(|srv| srv.weight > 0);
         for srv in records {
             let record = format!(
                 "{name} SRV {} {} {} {}",
@@ -429,7 +490,7 @@ async fn resolve_srv(resolver: &TokioResolver, name: &Name) -> Result<Found, Dns
                     Err(e) => return Err(lookup_error(&srv.target, "A/AAAA", e)),
                 }
             }
-            let weight = u32::from(srv.weight.max(1));
+            let weight = srv_weight(srv.weight, mixed);
             for ip in ips {
                 let fresh = endpoint(ip, srv.port);
                 let merged = match set.get(fresh.key()) {
@@ -457,9 +518,35 @@ async fn resolve_srv(resolver: &TokioResolver, name: &Name) -> Result<Found, Dns
     })
 }
 
+/// The endpoint weight of an SRV record of `weight` (RFC 2782), `mixed`
+/// when its priority group has both weight-0 records and others: there,
+/// weight 0 becomes 1 and the others are scaled by [`SRV_WEIGHT_SCALE`].
+/// Elsewhere a weight is itself, and 0 (an all-zero group) is 1.
+pub(crate) fn srv_weight(weight: u16, mixed: bool) -> u32 {
+    match (weight, mixed) {
+        (0, _) => 1,
+        (w, false) => u32::from(w),
+        (w, true) => u32::from(w).saturating_mul(SRV_WEIGHT_SCALE),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn srv_weight_zero_is_rare_beside_weighted_records_and_even_alone() {
+        assert_eq!(srv_weight(0, true), 1);
+        assert_eq!(srv_weight(1, true), SRV_WEIGHT_SCALE);
+        assert_eq!(
+            srv_weight(u16::MAX, true),
+            u32::from(u16::MAX) * SRV_WEIGHT_SCALE
+        );
+        assert_eq!(srv_weight(0, false), 1);
+        assert_eq!((srv_weight(3, false), srv_weight(1, false)), (3, 1));
+        // Weights of a mixed group keep their ratios.
+        assert_eq!(srv_weight(2, true), 2 * srv_weight(1, true));
+    }
 
     #[test]
     fn rejects_bad_names_and_ports() {

@@ -155,7 +155,7 @@ impl Discover for JsonFile {
             if let Some(at) = self.next_at {
                 tokio::time::sleep_until(at).await;
             }
-            self.next_at = Some(Instant::now() + self.interval);
+            self.next_at = Some(crate::time::after(self.interval));
             match self.check().await {
                 Ok(None) => {}
                 Ok(Some(endpoints)) => {
@@ -202,7 +202,7 @@ impl fmt::Debug for JsonFile {
 }
 
 /// The endpoints in a file's bytes; bad entries are skipped and logged.
-fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Endpoint>, FileError> {
+pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Endpoint>, FileError> {
     let shape = |reason: &str| FileError::Shape {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -236,7 +236,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Endpoint>, FileError> {
             Err(reason) => tracing::warn!(
                 path = %path.display(),
                 index,
-                entry = %entry,
+                entry = %crate::redact::userinfo(&entry.to_string()),
                 %reason,
                 "skipping an invalid entry in the endpoint file"
             ),

@@ -56,7 +56,7 @@ pub use poller::Poller;
 pub use push::{Push, PushError, PushHandle};
 
 #[cfg(feature = "dns")]
-pub use dns::Dns;
+pub use dns::{DEFAULT_DNS_TIMEOUT, Dns, DnsError, SRV_WEIGHT_SCALE};
 #[cfg(feature = "etcd")]
 pub use etcd::Etcd;
 #[cfg(feature = "file")]

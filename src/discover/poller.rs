@@ -76,7 +76,7 @@ where
             if let Some(at) = self.next_at {
                 tokio::time::sleep_until(at).await;
             }
-            self.next_at = Some(Instant::now() + self.interval);
+            self.next_at = Some(crate::time::after(self.interval));
             let fetched = match (self.fetch)().await {
                 Ok(fetched) => fetched,
                 Err(error) => {

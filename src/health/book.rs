@@ -137,12 +137,12 @@ impl HealthBook {
                 .times_ejected
                 .saturating_sub(periods.min(u32::MAX as u128) as u32);
         }
-        record.times_ejected += 1;
+        record.times_ejected = record.times_ejected.saturating_add(1);
         let duration = outlier.ejection_time(record.times_ejected);
         // A huge ejection time means "until further notice", not a panic.
         record.ejected_until = Some(
             now.checked_add(duration)
-                .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600)),
+                .unwrap_or_else(|| now + crate::time::FAR_FUTURE),
         );
         tracing::warn!(
             service = %self.service,

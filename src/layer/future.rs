@@ -15,6 +15,7 @@ use tower_service::Service;
 use crate::attempt::AttemptContext;
 use crate::classify::Classify;
 use crate::layer::body::{BodyGuard, TrackBody};
+use crate::layer::router::{Router, SchemePolicy};
 use crate::pool::Picked;
 use crate::request::OutgoingRequest;
 use crate::{BoxError, Error, Pool};
@@ -144,14 +145,24 @@ impl<F> Balanced<F> {
         mut request: Req,
         pool: &Pool,
         mut picked: Picked,
-        classifier: &Arc<dyn Classify>,
-        timeout: Option<Duration>,
+        router: &Router,
     ) -> Result<Self, Error>
     where
         S: Service<Req::Outgoing, Future = F>,
         Req: OutgoingRequest,
     {
+        let (classifier, timeout) = (&router.classifier, router.timeout);
         let endpoint = picked.endpoint().clone();
+        if router.scheme_policy == SchemePolicy::NoDowngrade
+            && request.scheme() == Some("https")
+            && *endpoint.scheme() == http::uri::Scheme::HTTP
+        {
+            // Unrecorded, like a failed rewrite: the endpoint did nothing wrong.
+            return Err(Error::InsecureEndpoint {
+                service: pool.service_arc().clone(),
+                endpoint,
+            });
+        }
         if let Err(reason) = request.route_to(&endpoint) {
             // The pick is dropped untimed, unrecorded: the endpoint did
             // nothing wrong.

@@ -16,7 +16,7 @@ use tower_layer::Layer;
 
 pub use body::{BodyGuard, TrackBody, TrackedBody};
 pub use future::ResponseFuture;
-pub use router::UnknownHost;
+pub use router::{SchemePolicy, UnknownHost};
 pub use service::LoadBalance;
 
 use crate::balance::{Balancer, RoundRobin};
@@ -90,6 +90,7 @@ impl LoadBalanceLayer {
             balancer: None,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             unknown_host: UnknownHost::default(),
+            scheme_policy: SchemePolicy::default(),
             classifier: Arc::new(DefaultClassifier),
             timeout: Some(DEFAULT_TIMEOUT),
         }
@@ -142,6 +143,7 @@ pub struct LoadBalanceBuilder {
     unknown_host: UnknownHost,
     classifier: Arc<dyn Classify>,
     timeout: Option<Duration>,
+    scheme_policy: SchemePolicy,
 }
 
 type ConfigurePool = Box<dyn Fn(PoolBuilder) -> PoolBuilder + Send + Sync>;
@@ -234,6 +236,14 @@ impl LoadBalanceBuilder {
         self
     }
 
+    /// Whether an `https` request may go to a plain `http` endpoint
+    /// (default [`SchemePolicy::NoDowngrade`]: it fails with
+    /// [`Error::InsecureEndpoint`]).
+    pub fn scheme_policy(mut self, policy: SchemePolicy) -> Self {
+        self.scheme_policy = policy;
+        self
+    }
+
     /// What counts as the endpoint's failure and what is worth another
     /// attempt, for every service (default: [`DefaultClassifier`]). The
     /// verdict travels up in the response or the error, so a retry layer
@@ -284,6 +294,7 @@ impl LoadBalanceBuilder {
             ));
         }
         let mut router = Router::new(self.unknown_host, self.classifier, self.timeout);
+        router.scheme_policy = self.scheme_policy;
         for spec in self.services {
             let pool = match spec {
                 ServiceSpec::Built(pool) => pool,

@@ -23,7 +23,37 @@ pub enum UnknownHost {
     PassThrough,
 }
 
+/// Which scheme a balanced request leaves with when the request's and the
+/// endpoint's differ.
+///
+/// A request for `https://greet/...` sent to an `http` endpoint would lose
+/// TLS without anyone noticing; by default it fails with
+/// [`Error::InsecureEndpoint`] instead. A request for `http://` to an
+/// `https` endpoint goes out as https either way: that only adds TLS.
+///
+/// ```
+/// use tower_lb::{LoadBalanceLayer, SchemePolicy, discover::Fixed};
+///
+/// // Mixed pools where discovery alone says who speaks TLS.
+/// let layer = LoadBalanceLayer::builder()
+///     .service("greet", Fixed::new(["http://127.0.0.1:5001", "https://127.0.0.1:5443"])?)
+///     .scheme_policy(SchemePolicy::EndpointDecides)
+///     .build()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemePolicy {
+    /// An `https` request never leaves as plain `http` (the default).
+    #[default]
+    NoDowngrade,
+    /// The endpoint's scheme decides, whatever the request asked for.
+    EndpointDecides,
+}
+
 pub(crate) struct Router {
+    /// May an https request go to an http endpoint?
+    pub(crate) scheme_policy: SchemePolicy,
     by_name: HashMap<Box<str>, usize>,
     pools: Vec<Pool>,
     pub(crate) unknown_host: UnknownHost,
@@ -41,6 +71,7 @@ impl Router {
         timeout: Option<Duration>,
     ) -> Self {
         Self {
+            scheme_policy: SchemePolicy::default(),
             by_name: HashMap::new(),
             pools: Vec::new(),
             unknown_host,

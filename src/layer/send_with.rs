@@ -44,8 +44,7 @@ where
     };
     pool.ready().await?;
     let picked = pick_request(pool.service(), &request, |ctx| pool.pick_with(ctx))?;
-    let (classifier, timeout) = (&router.classifier, router.timeout);
-    Balanced::dispatch(&mut once, request, pool, picked, classifier, timeout)?.await
+    Balanced::dispatch(&mut once, request, pool, picked, router)?.await
 }
 
 fn used_twice() -> Error {

@@ -92,17 +92,12 @@ impl<S> LoadBalance<S> {
         };
         let router = &self.router;
         match pick_for(cached, &request) {
-            Ok(picked) => match Balanced::dispatch(
-                &mut self.inner,
-                request,
-                cached.pool(),
-                picked,
-                &router.classifier,
-                router.timeout,
-            ) {
-                Ok(balanced) => ResponseFuture::balanced(balanced),
-                Err(error) => ResponseFuture::failed(error),
-            },
+            Ok(picked) => {
+                match Balanced::dispatch(&mut self.inner, request, cached.pool(), picked, router) {
+                    Ok(balanced) => ResponseFuture::balanced(balanced),
+                    Err(error) => ResponseFuture::failed(error),
+                }
+            }
             Err(Error::NotReady { .. }) => {
                 // Take the inner service that poll_ready readied; leave a clone.
                 let clone = self.inner.clone();
@@ -113,9 +108,7 @@ impl<S> LoadBalance<S> {
                     cached.pool().ready().await?;
                     let picked = pick_for(&mut cached, &request)?;
                     let pool = cached.pool();
-                    let (classifier, timeout) = (&router.classifier, router.timeout);
-                    Balanced::dispatch(&mut inner, request, pool, picked, classifier, timeout)?
-                        .await
+                    Balanced::dispatch(&mut inner, request, pool, picked, &router)?.await
                 })
             }
             Err(error) => ResponseFuture::failed(error),

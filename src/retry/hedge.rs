@@ -178,7 +178,7 @@ impl LatencyWindow {
         }
         let older = 1 - self.current.load(Ordering::Acquire);
         // Two windows or more without a rotation: both are stale.
-        if now.saturating_sub(rotated) >= 2 * self.window_ms {
+        if now.saturating_sub(rotated) >= self.window_ms.saturating_mul(2) {
             for count in self.generations[1 - older].iter() {
                 count.store(0, Ordering::Relaxed);
             }

@@ -60,7 +60,7 @@
 //! `http::Request<ReplayBody<B>>`.
 
 mod attempts;
-mod backoff;
+pub(crate) mod backoff;
 mod budget;
 mod call;
 mod future;

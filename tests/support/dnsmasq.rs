@@ -101,6 +101,13 @@ impl Dnsmasq {
         Ok(())
     }
 
+    /// Stops dnsmasq (SIGTERM); its port is free afterwards.
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.terminate();
+        }
+    }
+
     /// Restarts with other records (same port, same hosts directory).
     pub fn restart(&mut self, records: &[String]) {
         if let Some(mut proc) = self.proc.take() {

@@ -118,6 +118,34 @@ impl EtcdServer {
         );
     }
 
+    /// Turns authentication on: user `root` (password `root_password`),
+    /// a role that may only read keys under `prefix`, and `user` with
+    /// `password` in that role. From then on use
+    /// [`etcdctl_as_root`](Self::etcdctl_as_root).
+    pub fn enable_auth(&self, root_password: &str, user: &str, password: &str, prefix: &str) {
+        self.etcdctl(&["user", "add", &format!("root:{root_password}")]);
+        self.etcdctl(&["role", "add", "reader"]);
+        self.etcdctl(&[
+            "role",
+            "grant-permission",
+            "reader",
+            "--prefix=true",
+            "read",
+            prefix,
+        ]);
+        self.etcdctl(&["user", "add", &format!("{user}:{password}")]);
+        self.etcdctl(&["user", "grant-role", user, "reader"]);
+        self.etcdctl(&["auth", "enable"]);
+    }
+
+    /// `etcdctl --user root:<password> ...`, once auth is on.
+    pub fn etcdctl_as_root(&self, root_password: &str, args: &[&str]) -> String {
+        let user = format!("--user=root:{root_password}");
+        let mut all = vec![user.as_str()];
+        all.extend_from_slice(args);
+        self.etcdctl(&all)
+    }
+
     /// Runs `etcdctl` against this server; panics with its output on failure.
     pub fn etcdctl(&self, args: &[&str]) -> String {
         let ctl = self.ctl.as_ref().unwrap_or_else(|| {

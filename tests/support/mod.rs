@@ -33,6 +33,7 @@ pub mod processes;
 pub mod requests;
 pub mod retry;
 pub mod simulated;
+pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,12 +17,18 @@ use tower_lb::health::OutlierDetection;
 use tower_lb::retry::{Attempts, ReplayBody};
 use tower_lb::{Endpoint, LoadBalanceLayer, Pool};
 
-use super::processes::free_port;
-
-/// An address on 127.0.0.1 that refuses connections: a port free at the
-/// time of asking, which nothing listens on.
+/// An address on 127.0.0.1 that refuses connections, and keeps refusing
+/// until the test process ends: a socket bound to the port that never
+/// listens, so no other test (or server) can take the port in between.
 pub fn refusing_url() -> String {
-    format!("http://127.0.0.1:{}", free_port())
+    static HELD: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .expect("bind a loopback port");
+    let port = socket.local_addr().expect("its address").port();
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(socket);
+    format!("http://127.0.0.1:{port}")
 }
 
 /// The attempts a response carries.

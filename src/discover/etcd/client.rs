@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::EtcdError;
+use super::auth::{self, Auth};
 use super::codec::{self, ErrorBody, WatchLine, b64};
 use crate::Endpoint;
 use crate::error::chain_message;
@@ -41,6 +42,8 @@ pub struct EtcdConfig {
     watch_idle_timeout: Duration,
     /// The endpoint that answered last; shared by clones.
     current: Arc<AtomicUsize>,
+    /// etcd user credentials and their token, when auth is on.
+    auth: Option<Auth>,
 }
 
 impl EtcdConfig {
@@ -63,7 +66,7 @@ impl EtcdConfig {
                 Endpoint::new(input)
                     .map(|ep| ep.key().to_string())
                     .map_err(|source| EtcdError::InvalidEndpoint {
-                        input: input.to_string(),
+                        input: source.input().to_string(),
                         source,
                     })
             })
@@ -86,7 +89,30 @@ impl EtcdConfig {
             request_timeout: Duration::from_secs(5),
             watch_idle_timeout: Duration::from_secs(15 * 60),
             current: Arc::new(AtomicUsize::new(0)),
+            auth: None,
         })
+    }
+
+    /// Authenticates as an etcd user (etcd's `auth enable`): the user name
+    /// and password are exchanged for a token (`/v3/auth/authenticate`)
+    /// before the first call, the token is sent as the `Authorization`
+    /// header of every call, and a token etcd rejects (expired, or
+    /// forgotten in a restart) is replaced by a fresh one once per call.
+    ///
+    /// The password and the token are never printed: not in `Debug`, not
+    /// in errors, not in logs. A wrong password fails with
+    /// [`EtcdError::Auth`].
+    ///
+    /// ```
+    /// use tower_lb::discover::etcd::EtcdConfig;
+    ///
+    /// let etcd = EtcdConfig::new(["http://10.0.0.1:2379"])?.credentials("app", "s3cret");
+    /// assert!(!format!("{etcd:?}").contains("s3cret"));
+    /// # Ok::<(), tower_lb::discover::etcd::EtcdError>(())
+    /// ```
+    pub fn credentials(mut self, user: impl AsRef<str>, password: impl AsRef<str>) -> Self {
+        self.auth = Some(Auth::new(user.as_ref(), password.as_ref()));
+        self
     }
 
     /// Uses this HTTP client (for TLS settings, client certificates,
@@ -123,12 +149,86 @@ impl EtcdConfig {
         &self.endpoints
     }
 
-    /// POSTs `body` to `path` on the first endpoint that answers.
+    /// POSTs `body` to `path` on the first endpoint that answers, with
+    /// the user's token when credentials are set (authenticating first if
+    /// there is none, and once more if etcd rejects it).
     async fn post(
         &self,
         path: &'static str,
         body: &serde_json::Value,
         timeout: Duration,
+    ) -> Result<reqwest::Response, EtcdError> {
+        let Some(auth) = &self.auth else {
+            return self.post_once(path, body, timeout, None).await;
+        };
+        let token = self.token(auth).await?;
+        match self.post_once(path, body, timeout, Some(&token)).await {
+            Err(EtcdError::Status { code, message, .. })
+                if auth::is_token_rejected(code, &message) =>
+            {
+                auth.forget(&token);
+                let token = self.token(auth).await?;
+                self.post_once(path, body, timeout, Some(&token)).await
+            }
+            other => other,
+        }
+    }
+
+    /// The current token, authenticating when there is none.
+    async fn token(&self, auth: &Auth) -> Result<http::HeaderValue, EtcdError> {
+        if let Some(token) = auth.token() {
+            return Ok(token);
+        }
+        let failed = |reason: String| EtcdError::Auth {
+            user: auth.user().to_string(),
+            reason,
+        };
+        const PATH: &str = "/v3/auth/authenticate";
+        let response = self
+            .post_once(PATH, &auth.request_body(), self.request_timeout, None)
+            .await
+            .map_err(|e| match e {
+                EtcdError::Status { message, .. } => failed(message),
+                other => failed(other.to_string()),
+            })?;
+        let bytes = tokio::time::timeout(self.request_timeout, response.bytes())
+            .await
+            .map_err(|_| failed(format!("no answer within {:?}", self.request_timeout)))?
+            .map_err(|e| failed(Failure::Http(e).to_string()))?;
+        let answer: codec::AuthenticateResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| failed(format!("unreadable answer: {e}")))?;
+        if answer.token.is_empty() {
+            return Err(failed(
+                "etcd answered without a token (is auth enabled?)".into(),
+            ));
+        }
+        auth.store(&answer.token)
+            .ok_or_else(|| failed("etcd's token is not a valid header value".into()))
+    }
+
+    /// Forgets the token after etcd refused it somewhere other than a
+    /// unary call's status (a canceled watch, a keepalive line), so that
+    /// the next call authenticates again.
+    pub(crate) fn token_rejected(&self, code: i32, message: &str) {
+        if let Some(auth) = &self.auth
+            && auth::is_token_rejected(code, message)
+            && let Some(token) = auth.token()
+        {
+            tracing::debug!(
+                user = auth.user(),
+                "etcd rejected the auth token; authenticating again"
+            );
+            auth.forget(&token);
+        }
+    }
+
+    /// [`post`](Self::post) without authentication handling.
+    async fn post_once(
+        &self,
+        path: &'static str,
+        body: &serde_json::Value,
+        timeout: Duration,
+        token: Option<&http::HeaderValue>,
     ) -> Result<reqwest::Response, EtcdError> {
         let body = body.to_string();
         let start = self.current.load(Ordering::Relaxed);
@@ -137,12 +237,16 @@ impl EtcdConfig {
         for i in 0..n {
             let index = (start + i) % n;
             let url = format!("{}{}", self.endpoints[index], path);
-            let request = self
+            let mut request = self
                 .client
                 .post(&url)
                 .header(http::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send();
+                .body(body.clone());
+            if let Some(token) = token {
+                // etcd wants the raw token, no `Bearer`.
+                request = request.header(http::header::AUTHORIZATION, token.clone());
+            }
+            let request = request.send();
             // The watch has no overall timeout (it streams), so bound the
             // wait for its response head here rather than on the request.
             let sent = match tokio::time::timeout(timeout, request).await {
@@ -252,6 +356,7 @@ impl EtcdConfig {
             .call("/v3/lease/keepalive", json!({"ID": id.to_string()}))
             .await?;
         if let Some(error) = line.error {
+            self.token_rejected(error.grpc_code, &error.message);
             return Err(EtcdError::Status {
                 path: "/v3/lease/keepalive",
                 status: 200,
@@ -297,6 +402,7 @@ impl fmt::Debug for EtcdConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EtcdConfig")
             .field("endpoints", &self.endpoints)
+            .field("user", &self.auth.as_ref().map(Auth::user))
             .field("request_timeout", &self.request_timeout)
             .field("watch_idle_timeout", &self.watch_idle_timeout)
             .finish_non_exhaustive()

@@ -152,6 +152,13 @@ pub(crate) struct StreamError {
     pub(crate) grpc_code: i32,
 }
 
+/// The answer to `/v3/auth/authenticate`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AuthenticateResponse {
+    #[serde(default)]
+    pub(crate) token: String,
+}
+
 /// The body of a non-2xx unary answer: `{"error","message","code"}`.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ErrorBody {

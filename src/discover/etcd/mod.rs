@@ -51,12 +51,14 @@
 //! client would be clearly better only for many watches on one process or
 //! for features the gateway lacks (none used here).
 //!
-//! Authentication (etcd users and roles) is not implemented; TLS and client
-//! certificates work through your own `reqwest::Client`
-//! ([`EtcdConfig::client`]).
+//! Authentication (etcd users and roles): [`EtcdConfig::credentials`]; a
+//! role that may read `<service>/` is all discovery needs (registration
+//! also writes there and grants leases). TLS and client certificates work
+//! through your own `reqwest::Client` ([`EtcdConfig::client`]).
 
+mod auth;
 mod client;
-mod codec;
+pub(crate) mod codec;
 mod register;
 mod watch;
 
@@ -74,11 +76,20 @@ pub enum EtcdError {
     /// An etcd endpoint (or a registered instance's address) is invalid.
     #[error("invalid etcd address `{input}`")]
     InvalidEndpoint {
-        /// The input as given.
+        /// The input as given, userinfo replaced by `***`.
         input: String,
         /// Why it was rejected.
         #[source]
         source: EndpointError,
+    },
+    /// Authenticating as an etcd user failed (wrong password, unknown
+    /// user, etcd unreachable). The password is not in the message.
+    #[error("etcd authentication as user `{user}` failed: {reason}")]
+    Auth {
+        /// The etcd user name.
+        user: String,
+        /// etcd's answer or the failure.
+        reason: String,
     },
     /// Something else in the configuration is invalid.
     #[error("invalid etcd configuration: {0}")]

@@ -141,7 +141,7 @@ impl Etcd {
                 State::Open => {
                     let mut stream = self
                         .config
-                        .watch_prefix(self.prefix.as_bytes(), self.revision + 1)
+                        .watch_prefix(self.prefix.as_bytes(), self.revision.saturating_add(1))
                         .await
                         .map_err(|e| self.fail(e))?;
                     // The first message says whether the watch exists; a
@@ -151,6 +151,7 @@ impl Etcd {
                         .unwrap_or(Err(StreamEnd::Idle(self.config.timeout())))
                         .map_err(|e| self.ended(e))?;
                     if let Some(error) = first.error {
+                        self.config.token_rejected(error.grpc_code, &error.message);
                         return Err(self.fail(EtcdError::WatchFailed {
                             reason: error.message,
                         }));
@@ -165,7 +166,7 @@ impl Etcd {
                             reason: "etcd did not confirm the watch".into(),
                         }));
                     }
-                    tracing::debug!(prefix = %self.prefix, from = self.revision + 1, "etcd watch open");
+                    tracing::debug!(prefix = %self.prefix, from = self.revision.saturating_add(1), "etcd watch open");
                     self.state = State::Streaming(stream);
                     if std::mem::take(&mut self.reannounce) {
                         return Ok(self.announce_all());
@@ -228,6 +229,7 @@ impl Etcd {
             return Ok(());
         }
         self.state = State::Open;
+        self.config.token_rejected(0, &result.cancel_reason);
         let reason = if result.cancel_reason.is_empty() {
             "etcd canceled the watch".to_string()
         } else {
@@ -258,7 +260,7 @@ impl Etcd {
         let kept = self.instances.contains_key(key);
         tracing::warn!(
             prefix = %self.prefix,
-            key = %String::from_utf8_lossy(key),
+            key = %crate::redact::userinfo(&String::from_utf8_lossy(key)),
             %reason,
             kept_previous_value = kept,
             "skipping an etcd key that is not a valid instance"
