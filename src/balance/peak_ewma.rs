@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::balance::{Balancer, LoadTracking, Member, PickContext, Picker};
+use crate::balance::{Balancer, Estimate, LoadTracking, Member, PickContext, Picker};
 
 /// Peak-EWMA with two random choices: Finagle's and Linkerd's default.
 ///
@@ -73,8 +73,8 @@ impl Balancer for PeakEwma {
 
 struct PeakEwmaPicker;
 
-/// How far past a fast-failing candidate the picker looks for a stand-in.
-const MAX_SKIP: usize = 8;
+/// How many fresh random draws may replace a penalized candidate.
+const MAX_REDRAWS: usize = 4;
 
 impl Picker for PeakEwmaPicker {
     #[inline]
@@ -87,12 +87,21 @@ impl Picker for PeakEwmaPicker {
         let now = members[a].state().recent_now();
         // Plain P2C compares two endpoints; when both are bad (one slow, one
         // refusing connections) the slow one wins: in a pool of three, one
-        // time in three. So a candidate still dominated by a failure penalty
-        // stands aside for the next endpoint that is not, which keeps
-        // fast-failing endpoints out of the comparison while they fail; they
-        // rejoin as their penalty decays.
-        let (a, rtt_a) = stand_in(members, a, b, now);
-        let (b, rtt_b) = stand_in(members, b, a, now);
+        // time in three. So a candidate whose latest answer was a failure
+        // still dominating its estimate stands aside for a fresh random
+        // draw. A fresh draw, not a neighbour: the neighbour in member
+        // order of every failing endpoint would win its traffic (herding).
+        let (a, ea) = stand_in(members, a, b, now, ctx);
+        let (b, eb) = stand_in(members, b, a, now, ctx);
+        // An endpoint with no answer yet is compared on equal terms, by its
+        // requests in flight alone: against a default guess it would lose
+        // to every fast endpoint forever and never get the request that
+        // would show it is fast too (cold-start starvation).
+        let (rtt_a, rtt_b) = match (ea.sampled, eb.sampled) {
+            (true, false) => (ea.rtt, ea.rtt),
+            (false, true) => (eb.rtt, eb.rtt),
+            _ => (ea.rtt, eb.rtt),
+        };
         let cost = |i: usize, rtt: f64| rtt * (members[i].state().in_flight() + 1) as f64;
         Some(if cost(b, rtt_b) < cost(a, rtt_a) {
             b
@@ -102,23 +111,32 @@ impl Picker for PeakEwmaPicker {
     }
 }
 
-/// `candidate`, or when it is penalized the next endpoint after it that is
-/// neither penalized nor `other` (at most `MAX_SKIP` away); with the
-/// round-trip estimate of the one chosen, so each is computed once.
+/// `candidate`, or when it is penalized a random endpoint that is neither
+/// penalized nor `other` (at most `MAX_REDRAWS` tries; the candidate when
+/// none is found); with the estimate of the one chosen, so each is read
+/// once.
 #[inline]
-fn stand_in(members: &[Member], candidate: usize, other: usize, now: Instant) -> (usize, f64) {
-    let state = members[candidate].state();
-    let rtt = state.rtt_estimate_at(now);
-    // Every endpoint of a pool shares its tracking settings.
-    let penalized = |rtt: f64| state.is_penalized(rtt);
-    if !penalized(rtt) {
-        return (candidate, rtt);
+fn stand_in(
+    members: &[Member],
+    candidate: usize,
+    other: usize,
+    now: Instant,
+    ctx: &PickContext<'_>,
+) -> (usize, Estimate) {
+    let estimate = members[candidate].state().estimate_at(now);
+    if !estimate.penalized {
+        return (candidate, estimate);
     }
     let n = members.len();
-    (1..n.min(MAX_SKIP + 1))
-        .map(|step| (candidate + step) % n)
-        .filter(|&i| i != other)
-        .map(|i| (i, members[i].state().rtt_estimate_at(now)))
-        .find(|&(_, rtt)| !penalized(rtt))
-        .unwrap_or((candidate, rtt))
+    for _ in 0..MAX_REDRAWS {
+        let i = ctx.random_below(n);
+        if i == candidate || i == other {
+            continue;
+        }
+        let e = members[i].state().estimate_at(now);
+        if !e.penalized {
+            return (i, e);
+        }
+    }
+    (candidate, estimate)
 }
