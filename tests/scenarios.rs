@@ -62,7 +62,11 @@ async fn broken_backend_is_shunned(scenario: Scenario) {
         assert!(share < 1.0, "{f:?}");
     }
     // Without retries the failures show: the scenario has teeth.
-    let (_, bare) = run(&scenario, Contender::lb(Algorithm::RoundRobin, Retries::None)).await;
+    let (_, bare) = run(
+        &scenario,
+        Contender::lb(Algorithm::RoundRobin, Retries::None),
+    )
+    .await;
     assert!(bare.success < 100.0, "{bare:?}");
 }
 
@@ -100,7 +104,10 @@ async fn a_flapping_instance_costs_nothing_with_retries() {
             .rev()
             .find(|&&(at, _)| at <= recovered)
             .is_some_and(|&(_, healthy)| !healthy);
-        assert!(out_at_recovery, "out of rotation when it recovered at {recovered:?}");
+        assert!(
+            out_at_recovery,
+            "out of rotation when it recovered at {recovered:?}"
+        );
         let back = rotation
             .iter()
             .find(|&&(at, healthy)| healthy && at > recovered)
@@ -135,9 +142,16 @@ async fn an_instance_slower_under_load_gets_less() {
 async fn hedging_cuts_the_tail_tenfold() {
     let scenario = catalog::hedging(Size::Test);
     let (_, plain) = run(&scenario, PEAK_EWMA).await;
-    let (_, hedged) = run(&scenario, Contender::lb(Algorithm::PeakEwma, Retries::Hedge(95.0))).await;
+    let (_, hedged) = run(
+        &scenario,
+        Contender::lb(Algorithm::PeakEwma, Retries::Hedge(95.0)),
+    )
+    .await;
     assert_eq!(hedged.success, 100.0);
-    assert!(hedged.p999 * 10.0 <= plain.p999, "plain {plain:?}, hedged {hedged:?}");
+    assert!(
+        hedged.p999 * 10.0 <= plain.p999,
+        "plain {plain:?}, hedged {hedged:?}"
+    );
     assert!(hedged.extra <= 5.0, "{hedged:?}");
 }
 
@@ -152,7 +166,10 @@ async fn a_scenario_repeats_exactly() {
         (
             o.hits.clone(),
             o.firsts.clone(),
-            o.calls.iter().map(|c| (c.at, c.took, c.ok)).collect::<Vec<_>>(),
+            o.calls
+                .iter()
+                .map(|c| (c.at, c.took, c.ok))
+                .collect::<Vec<_>>(),
         )
     };
     assert_eq!(key(&first), key(&second));

@@ -182,7 +182,8 @@ impl Backends {
         Response = http::Response<String>,
         Error = io::Error,
         Future = BoxFuture<io::Result<http::Response<String>>>,
-    > + Clone
+    >
+    + Clone
     + Send
     + 'static
     + use<B> {
@@ -210,7 +211,8 @@ impl Backends {
         Response = http::Response<String>,
         Error = io::Error,
         Future = BoxFuture<io::Result<http::Response<String>>>,
-    > + Send
+    >
+    + Send
     + 'static
     + use<> {
         let this = self.clone();

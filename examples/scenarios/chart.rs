@@ -89,7 +89,10 @@ pub fn draw(
     root.fill(&WHITE)?;
     let (upper, lower) = root.split_vertically(400);
     let mut latency = ChartBuilder::on(&upper)
-        .caption(format!("{}: p99 of successful calls", scenario.title), ("sans-serif", 18))
+        .caption(
+            format!("{}: p99 of successful calls", scenario.title),
+            ("sans-serif", 18),
+        )
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)

@@ -10,11 +10,11 @@ use http_body_util::BodyExt;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt};
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
+use tower::{Layer, ServiceExt};
 use tower_lb::balance::{Balancer, LeastRequest, PeakEwma, RoundRobin};
 use tower_lb::discover::Fixed;
 use tower_lb::health::{HealthCheck, HealthState};
@@ -263,7 +263,11 @@ async fn stack(contender: Contender, backends: &Backends) -> (Caller, Option<Poo
             (caller, Some(pool))
         }
         Contender::TowerPeakEwma => {
-            let list = ServiceList::new((0..backends.len()).map(|i| backends.endpoint(i)).collect::<Vec<_>>());
+            let list = ServiceList::new(
+                (0..backends.len())
+                    .map(|i| backends.endpoint(i))
+                    .collect::<Vec<_>>(),
+            );
             let discover = PeakEwmaDiscover::new(
                 list,
                 Duration::from_millis(30),
@@ -274,7 +278,11 @@ async fn stack(contender: Contender, backends: &Backends) -> (Caller, Option<Poo
             (caller_of(Buffer::new(balance, 1 << 20)), None)
         }
         Contender::TowerPending => {
-            let list = ServiceList::new((0..backends.len()).map(|i| backends.endpoint(i)).collect::<Vec<_>>());
+            let list = ServiceList::new(
+                (0..backends.len())
+                    .map(|i| backends.endpoint(i))
+                    .collect::<Vec<_>>(),
+            );
             let discover = PendingRequestsDiscover::new(list, CompleteOnResponse::default());
             let balance = Balance::from_rng(discover, TowerRng(SmallRng::seed_from_u64(SEED)));
             (caller_of(Buffer::new(balance, 1 << 20)), None)
