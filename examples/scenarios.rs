@@ -47,6 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             figures.push(f);
         }
         println!("{}", suite::report::table(&scenario, &figures));
+        println!(
+            "![{}](docs/scenarios/{}.svg)\n",
+            scenario.title, scenario.key
+        );
         let path = out.join(format!("{}.svg", scenario.key));
         chart::draw(&scenario, &outcomes, &path)?;
         eprintln!(

@@ -33,6 +33,9 @@ pub struct Scenario {
     pub caller_timeout: Duration,
     /// The backends that misbehave.
     pub bad: Vec<usize>,
+    /// When they misbehave (arrival times); first attempts to them are
+    /// counted in these times only.
+    pub bad_when: fn(Duration) -> bool,
     /// Each backend's share of the total capacity (throughput), when the
     /// scenario checks for herding.
     pub capacity_share: Option<Vec<f64>>,
@@ -122,6 +125,9 @@ pub fn linkerd_2016(size: Size) -> Scenario {
     // slows are a share of the published minute, not of a shorter run.
     let _ = size;
     let (run, from, until) = (secs(60), secs(15), secs(45));
+    fn slow_then(at: Duration) -> bool {
+        at >= secs(15) && at < secs(45)
+    }
     const SLOW: usize = 3;
     Scenario {
         key: "linkerd_2016",
@@ -137,7 +143,7 @@ pub fn linkerd_2016(size: Size) -> Scenario {
                  loaded, 99.9% Peak-EWMA.",
         capacity: vec![100; 11],
         script: Arc::new(move |rng, a: Arrival| {
-            if a.backend == SLOW && a.at >= from && a.at < until {
+            if a.backend == SLOW && slow_then(a.at) {
                 ok(secs(2))
             } else {
                 ok(normal(rng, 167.0, 5.0))
@@ -150,12 +156,14 @@ pub fn linkerd_2016(size: Size) -> Scenario {
         },
         caller_timeout: secs(1),
         bad: vec![SLOW],
+        bad_when: slow_then,
         capacity_share: None,
         contenders: vec![
             lb(RoundRobin, Retries::None),
             lb(LeastRequest, Retries::None),
             lb(PeakEwma, Retries::None),
             lb(PeakEwma, Retries::Defaults),
+            lb(PeakEwma, Retries::Hedge(95.0)),
             Contender::TowerPeakEwma,
             Contender::TowerPending,
         ],
@@ -207,6 +215,7 @@ pub fn linkerd_2017(size: Size) -> Scenario {
         },
         caller_timeout: secs(20),
         bad: vec![8, 9],
+        bad_when: |_| true,
         capacity_share: None,
         contenders: vec![
             lb(RoundRobin, Retries::None),
@@ -247,6 +256,7 @@ pub fn tower_76(size: Size) -> Scenario {
         },
         caller_timeout: secs(20),
         bad: vec![9],
+        bad_when: |_| true,
         capacity_share: None,
         contenders: vec![
             lb(RoundRobin, Retries::None),
@@ -310,6 +320,7 @@ fn one_broken(
         },
         caller_timeout: secs(20),
         bad: vec![2],
+        bad_when: |_| true,
         capacity_share: None,
         contenders: broken_contenders(),
         recoveries: Vec::new(),
@@ -377,6 +388,7 @@ pub fn flapping(size: Size) -> Scenario {
         },
         caller_timeout: secs(20),
         bad: vec![2],
+        bad_when: |at| (at.as_secs() / 10) % 2 == 1,
         capacity_share: None,
         contenders: vec![
             lb(RoundRobin, Retries::Defaults),
@@ -454,6 +466,7 @@ pub fn slow_but_healthy(size: Size) -> Scenario {
         },
         caller_timeout: secs(20),
         bad: Vec::new(),
+        bad_when: |_| true,
         capacity_share: Some(shares),
         contenders: herding_contenders(),
         recoveries: Vec::new(),
@@ -469,24 +482,26 @@ pub fn load_dependent(size: Size) -> Scenario {
         key: "load_dependent",
         title: "Backends that slow down under load",
         setup: format!(
-            "5 backends serving a request in 50 ms × (1 + requests already there / 10) \
-             (±10%), no hard capacity: a herd makes its target slow; 400 requests/s (83 ms \
-             each when spread evenly) for {} s; callers give up after 20 s.",
+            "5 backends serving a request in 300 ms × (1 + requests already there / 20) \
+             (±10%), no hard capacity: spread evenly, 250 requests/s take 1.2 s each; a herd \
+             twice its share makes its target's queue grow without bound; {} s; callers give \
+             up after 20 s.",
             run.as_secs()
         ),
         anchor: "none published; the target is no backend above 110% of an equal share.",
         capacity: vec![1000; 5],
         script: Arc::new(|rng, a: Arrival| {
-            let base = 50.0 * rng.random_range(0.9..1.1);
-            ok(ms(base * (1.0 + a.load as f64 / 10.0)))
+            let base = 300.0 * rng.random_range(0.9..1.1);
+            ok(ms(base * (1.0 + a.load as f64 / 20.0)))
         }),
         probe: always_healthy(),
         arrivals: Arrivals::Open {
-            rate: 400.0,
+            rate: 250.0,
             duration: run,
         },
         caller_timeout: secs(20),
         bad: Vec::new(),
+        bad_when: |_| true,
         capacity_share: Some(vec![0.2; 5]),
         contenders: herding_contenders(),
         recoveries: Vec::new(),
@@ -523,6 +538,7 @@ pub fn hedging(size: Size) -> Scenario {
         },
         caller_timeout: secs(20),
         bad: Vec::new(),
+        bad_when: |_| true,
         capacity_share: None,
         contenders: vec![
             lb(PeakEwma, Retries::None),

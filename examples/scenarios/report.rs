@@ -18,8 +18,8 @@ pub struct Figures {
     pub p90: f64,
     pub p99: f64,
     pub p999: f64,
-    /// Share of first attempts sent to the scenario's bad backends, in
-    /// percent: over the whole run...
+    /// Share of first attempts sent to the scenario's bad backends while
+    /// they misbehave, in percent: over the whole run...
     pub bad_first: Option<f64>,
     /// ...and from the first time one of them left rotation on (tower-lb
     /// runs that ejected it only).
@@ -54,9 +54,14 @@ impl Figures {
         ok.sort();
         let attempts: u64 = outcome.hits.iter().sum();
         let is_bad = |b: u16| scenario.bad.contains(&usize::from(b));
+        // Counted while the bad backends misbehave only.
         let share_of_bad = |firsts: &[(Duration, u16)]| {
-            let bad = firsts.iter().filter(|&&(_, b)| is_bad(b)).count();
-            bad as f64 * 100.0 / firsts.len().max(1) as f64
+            let during: Vec<_> = firsts
+                .iter()
+                .filter(|&&(at, _)| (scenario.bad_when)(at))
+                .collect();
+            let bad = during.iter().filter(|&&&(_, b)| is_bad(b)).count();
+            bad as f64 * 100.0 / during.len().max(1) as f64
         };
         let first_ejection = outcome
             .rotation
@@ -124,7 +129,7 @@ pub fn table(scenario: &Scenario, figures: &[Figures]) -> String {
     let mut header = String::from("| balancer | success | p50 ms | p90 ms | p99 ms | p99.9 ms |");
     let mut rule = String::from("|---|---:|---:|---:|---:|---:|");
     if bad {
-        header.push_str(" first attempts to bad | after 1st ejection |");
+        header.push_str(" first attempts to bad, while bad | after its 1st ejection |");
         rule.push_str("---:|---:|");
     }
     if capacity {
