@@ -4,10 +4,12 @@ use tokio::time::Instant;
 
 use crate::balance::{Balancer, Estimate, LoadTracking, Member, PickContext, Picker};
 
-/// Peak-EWMA with two random choices: Finagle's and Linkerd's default.
+/// Peak-EWMA over random choices, after Finagle's and Linkerd's.
 ///
 /// Each endpoint's cost is its round-trip estimate times its requests in
-/// flight plus one; of two random endpoints the cheaper wins. The estimate
+/// flight plus one; of three random endpoints the cheapest wins (two, as
+/// in Finagle, let a group of slow endpoints take every request whose two
+/// choices both fall among them, however long their queues grow). The estimate
 /// is a moving average that jumps up at once on a slow answer (peak
 /// sensitive) and drifts back down with fast answers and with time, so a
 /// slow endpoint sheds load within one request and wins it back gradually.
@@ -93,21 +95,45 @@ impl Picker for PeakEwmaPicker {
         // order of every failing endpoint would win its traffic (herding).
         let (a, ea) = stand_in(members, a, b, now, ctx);
         let (b, eb) = stand_in(members, b, a, now, ctx);
-        // An endpoint with no answer yet is compared on equal terms, by its
-        // requests in flight alone: against a default guess it would lose
-        // to every fast endpoint forever and never get the request that
-        // would show it is fast too (cold-start starvation).
-        let (rtt_a, rtt_b) = match (ea.sampled, eb.sampled) {
-            (true, false) => (ea.rtt, ea.rtt),
-            (false, true) => (eb.rtt, eb.rtt),
-            _ => (ea.rtt, eb.rtt),
-        };
-        let cost = |i: usize, rtt: f64| rtt * (members[i].state().in_flight() + 1) as f64;
-        Some(if cost(b, rtt_b) < cost(a, rtt_a) {
-            b
-        } else {
-            a
-        })
+        let (winner, best) = better(members, (a, ea), (b, eb));
+        if n < 3 {
+            return Some(winner);
+        }
+        // A third choice. With two, a set of slow endpoints gets every pick
+        // whose pair falls inside it, however long their queues: with 3 of
+        // 6 endpoints slow, a fifth of all requests, whatever their
+        // capacity. A third candidate drawn afresh makes that 1 in 20 and
+        // costs one more read of an endpoint's state.
+        let c = ctx.random_below(n);
+        if c == a || c == b {
+            return Some(winner);
+        }
+        let (c, ec) = stand_in(members, c, winner, now, ctx);
+        Some(better(members, (winner, best), (c, ec)).0)
+    }
+}
+
+/// The cheaper of two candidates (the first on a tie), with its estimate.
+/// An endpoint with no answer yet is compared on equal terms, by its
+/// requests in flight alone: against a default guess it would lose to
+/// every fast endpoint forever and never get the request that would show
+/// it is fast too (cold-start starvation).
+#[inline]
+fn better(
+    members: &[Member],
+    (a, ea): (usize, Estimate),
+    (b, eb): (usize, Estimate),
+) -> (usize, Estimate) {
+    let (rtt_a, rtt_b) = match (ea.sampled, eb.sampled) {
+        (true, false) => (ea.rtt, ea.rtt),
+        (false, true) => (eb.rtt, eb.rtt),
+        _ => (ea.rtt, eb.rtt),
+    };
+    let cost = |i: usize, rtt: f64| rtt * (members[i].state().in_flight() + 1) as f64;
+    if cost(b, rtt_b) < cost(a, rtt_a) {
+        (b, eb)
+    } else {
+        (a, ea)
     }
 }
 

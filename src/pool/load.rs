@@ -465,7 +465,10 @@ mod tests {
         s.record(Some(Duration::from_millis(1)), true);
         assert!(s.is_penalized_at(Instant::now()), "a failure after it is");
         s.record(Some(Duration::from_millis(1)), false);
-        assert!(!s.is_penalized_at(Instant::now()), "and a success clears it");
+        assert!(
+            !s.is_penalized_at(Instant::now()),
+            "and a success clears it"
+        );
     }
 
     #[tokio::test(start_paused = true)]
