@@ -43,6 +43,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for &contender in &scenario.contenders {
             let (outcome, f) = runtime.block_on(suite::run_one(&scenario, contender));
             eprintln!("{}: shares of attempts {:.2?}", f.name, f.shares);
+            if !outcome.rotation.is_empty() {
+                eprintln!(
+                    "{}: in rotation (bad backends) {:?}",
+                    f.name, outcome.rotation
+                );
+            }
             outcomes.push(outcome);
             figures.push(f);
         }
