@@ -7,9 +7,10 @@ use crate::balance::{Balancer, Estimate, LoadTracking, Member, PickContext, Pick
 /// Peak-EWMA over random choices, after Finagle's and Linkerd's.
 ///
 /// Each endpoint's cost is its round-trip estimate times its requests in
-/// flight plus one; of three random endpoints the cheapest wins (two, as
-/// in Finagle, let a group of slow endpoints take every request whose two
-/// choices both fall among them, however long their queues grow). The estimate
+/// flight plus one; of two random endpoints the cheaper wins, and when it
+/// is busy (requests in flight) a third random one is weighed too. Two
+/// alone, as in Finagle, let a group of slow endpoints take every request
+/// whose two choices both fall among them, however long their queues grow. The estimate
 /// is a moving average that jumps up at once on a slow answer (peak
 /// sensitive) and drifts back down with fast answers and with time, so a
 /// slow endpoint sheds load within one request and wins it back gradually.
@@ -96,7 +97,9 @@ impl Picker for PeakEwmaPicker {
         let (a, ea) = stand_in(members, a, b, now, ctx);
         let (b, eb) = stand_in(members, b, a, now, ctx);
         let (winner, best) = better(members, (a, ea), (b, eb));
-        if n < 3 {
+        // An idle winner is as good as a pick gets: the third look is for
+        // a winner with a queue.
+        if n < 3 || members[winner].state().in_flight() == 0 {
             return Some(winner);
         }
         // A third choice. With two, a set of slow endpoints gets every pick
