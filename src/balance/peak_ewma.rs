@@ -143,7 +143,8 @@ fn better(
 /// `candidate`, or when it is penalized a random endpoint that is neither
 /// penalized nor `other` (at most `MAX_REDRAWS` tries; the candidate when
 /// none is found); with the estimate of the one chosen, so each is read
-/// once.
+/// once. Each try draws among the endpoints that are neither, so in a pool
+/// of three the one left is always found.
 #[inline]
 fn stand_in(
     members: &[Member],
@@ -157,10 +158,20 @@ fn stand_in(
         return (candidate, estimate);
     }
     let n = members.len();
+    // The endpoints to skip, in ascending order (one when they coincide).
+    let (low, high) = (candidate.min(other), candidate.max(other));
+    let skipped = if low == high { 1 } else { 2 };
+    if n <= skipped {
+        return (candidate, estimate);
+    }
     for _ in 0..MAX_REDRAWS {
-        let i = ctx.random_below(n);
-        if i == candidate || i == other {
-            continue;
+        // A draw among the others, shifted past the skipped indices.
+        let mut i = ctx.random_below(n - skipped);
+        if i >= low {
+            i += 1;
+        }
+        if skipped == 2 && i >= high {
+            i += 1;
         }
         let e = members[i].state().estimate_at(now);
         if !e.penalized {
