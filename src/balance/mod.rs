@@ -59,7 +59,7 @@ pub use weighted_least_request::WeightedLeastRequest;
 pub use weighted_random::WeightedRandom;
 pub use weighted_round_robin::WeightedRoundRobin;
 
-pub use crate::pool::load::{EndpointState, LoadTracking};
+pub use crate::pool::load::{EndpointState, Estimate, LoadTracking};
 pub use crate::pool::member::Member;
 
 /// A load-balancing algorithm, configured once per pool.

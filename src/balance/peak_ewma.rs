@@ -2,12 +2,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::balance::{Balancer, LoadTracking, Member, PickContext, Picker};
+use crate::balance::{Balancer, Estimate, LoadTracking, Member, PickContext, Picker};
 
-/// Peak-EWMA with two random choices: Finagle's and Linkerd's default.
+/// Peak-EWMA over random choices, after Finagle's and Linkerd's.
 ///
 /// Each endpoint's cost is its round-trip estimate times its requests in
-/// flight plus one; of two random endpoints the cheaper wins. The estimate
+/// flight plus one; of two random endpoints the cheaper wins, and when it
+/// is busy (requests in flight) a third random one is weighed too. Two
+/// alone, as in Finagle, let a group of slow endpoints take every request
+/// whose two choices both fall among them, however long their queues grow. The estimate
 /// is a moving average that jumps up at once on a slow answer (peak
 /// sensitive) and drifts back down with fast answers and with time, so a
 /// slow endpoint sheds load within one request and wins it back gradually.
@@ -73,8 +76,8 @@ impl Balancer for PeakEwma {
 
 struct PeakEwmaPicker;
 
-/// How far past a fast-failing candidate the picker looks for a stand-in.
-const MAX_SKIP: usize = 8;
+/// How many fresh random draws may replace a penalized candidate.
+const MAX_REDRAWS: usize = 4;
 
 impl Picker for PeakEwmaPicker {
     #[inline]
@@ -87,38 +90,93 @@ impl Picker for PeakEwmaPicker {
         let now = members[a].state().recent_now();
         // Plain P2C compares two endpoints; when both are bad (one slow, one
         // refusing connections) the slow one wins: in a pool of three, one
-        // time in three. So a candidate still dominated by a failure penalty
-        // stands aside for the next endpoint that is not, which keeps
-        // fast-failing endpoints out of the comparison while they fail; they
-        // rejoin as their penalty decays.
-        let (a, rtt_a) = stand_in(members, a, b, now);
-        let (b, rtt_b) = stand_in(members, b, a, now);
-        let cost = |i: usize, rtt: f64| rtt * (members[i].state().in_flight() + 1) as f64;
-        Some(if cost(b, rtt_b) < cost(a, rtt_a) {
-            b
-        } else {
-            a
-        })
+        // time in three. So a candidate whose latest answer was a failure
+        // still dominating its estimate stands aside for a fresh random
+        // draw. A fresh draw, not a neighbour: the neighbour in member
+        // order of every failing endpoint would win its traffic (herding).
+        let (a, ea) = stand_in(members, a, b, now, ctx);
+        let (b, eb) = stand_in(members, b, a, now, ctx);
+        let (winner, best) = better(members, (a, ea), (b, eb));
+        // An idle winner is as good as a pick gets: the third look is for
+        // a winner with a queue.
+        if n < 3 || members[winner].state().in_flight() == 0 {
+            return Some(winner);
+        }
+        // A third choice. With two, a set of slow endpoints gets every pick
+        // whose pair falls inside it, however long their queues: with 3 of
+        // 6 endpoints slow, a fifth of all requests, whatever their
+        // capacity. A third candidate drawn afresh makes that 1 in 20 and
+        // costs one more read of an endpoint's state.
+        let c = ctx.random_below(n);
+        if c == a || c == b {
+            return Some(winner);
+        }
+        let (c, ec) = stand_in(members, c, winner, now, ctx);
+        Some(better(members, (winner, best), (c, ec)).0)
     }
 }
 
-/// `candidate`, or when it is penalized the next endpoint after it that is
-/// neither penalized nor `other` (at most `MAX_SKIP` away); with the
-/// round-trip estimate of the one chosen, so each is computed once.
+/// The cheaper of two candidates (the first on a tie), with its estimate.
+/// An endpoint with no answer yet is compared on equal terms, by its
+/// requests in flight alone: against a default guess it would lose to
+/// every fast endpoint forever and never get the request that would show
+/// it is fast too (cold-start starvation).
 #[inline]
-fn stand_in(members: &[Member], candidate: usize, other: usize, now: Instant) -> (usize, f64) {
-    let state = members[candidate].state();
-    let rtt = state.rtt_estimate_at(now);
-    // Every endpoint of a pool shares its tracking settings.
-    let penalized = |rtt: f64| state.is_penalized(rtt);
-    if !penalized(rtt) {
-        return (candidate, rtt);
+fn better(
+    members: &[Member],
+    (a, ea): (usize, Estimate),
+    (b, eb): (usize, Estimate),
+) -> (usize, Estimate) {
+    let (rtt_a, rtt_b) = match (ea.sampled, eb.sampled) {
+        (true, false) => (ea.rtt, ea.rtt),
+        (false, true) => (eb.rtt, eb.rtt),
+        _ => (ea.rtt, eb.rtt),
+    };
+    let cost = |i: usize, rtt: f64| rtt * (members[i].state().in_flight() + 1) as f64;
+    if cost(b, rtt_b) < cost(a, rtt_a) {
+        (b, eb)
+    } else {
+        (a, ea)
+    }
+}
+
+/// `candidate`, or when it is penalized a random endpoint that is neither
+/// penalized nor `other` (at most `MAX_REDRAWS` tries; the candidate when
+/// none is found); with the estimate of the one chosen, so each is read
+/// once. Each try draws among the endpoints that are neither, so in a pool
+/// of three the one left is always found.
+#[inline]
+fn stand_in(
+    members: &[Member],
+    candidate: usize,
+    other: usize,
+    now: Instant,
+    ctx: &PickContext<'_>,
+) -> (usize, Estimate) {
+    let estimate = members[candidate].state().estimate_at(now);
+    if !estimate.penalized {
+        return (candidate, estimate);
     }
     let n = members.len();
-    (1..n.min(MAX_SKIP + 1))
-        .map(|step| (candidate + step) % n)
-        .filter(|&i| i != other)
-        .map(|i| (i, members[i].state().rtt_estimate_at(now)))
-        .find(|&(_, rtt)| !penalized(rtt))
-        .unwrap_or((candidate, rtt))
+    // The endpoints to skip, in ascending order (one when they coincide).
+    let (low, high) = (candidate.min(other), candidate.max(other));
+    let skipped = if low == high { 1 } else { 2 };
+    if n <= skipped {
+        return (candidate, estimate);
+    }
+    for _ in 0..MAX_REDRAWS {
+        // A draw among the others, shifted past the skipped indices.
+        let mut i = ctx.random_below(n - skipped);
+        if i >= low {
+            i += 1;
+        }
+        if skipped == 2 && i >= high {
+            i += 1;
+        }
+        let e = members[i].state().estimate_at(now);
+        if !e.penalized {
+            return (i, e);
+        }
+    }
+    (candidate, estimate)
 }

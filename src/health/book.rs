@@ -179,7 +179,23 @@ impl HealthBook {
                     check.healthy_threshold
                 };
                 record.awaiting_first_check = false;
+                // An ejection rests on requests that failed a while ago; a
+                // probe that passes now is fresher evidence, so it ends
+                // the ejection early (when the checks had not also marked
+                // the endpoint unhealthy: then the healthy threshold
+                // below decides).
+                if record.ejected_until.is_some() && record.checked_healthy {
+                    record.ejected_until = None;
+                    record.returned_at = Some(Instant::now());
+                    tracing::info!(service = %self.service, endpoint = key, "ejected endpoint passed a health check: back in rotation");
+                    changes.republish = true;
+                    changes.returned.push(key.into());
+                }
                 if !record.checked_healthy && record.passes >= needed {
+                    // Whatever ejection was running is moot now.
+                    if record.ejected_until.take().is_some() {
+                        record.returned_at = Some(Instant::now());
+                    }
                     record.checked_healthy = true;
                     tracing::info!(service = %self.service, endpoint = key, "endpoint passed its health checks");
                     changes.republish = true;
@@ -207,13 +223,26 @@ impl HealthBook {
         changes
     }
 
-    /// Ends the ejections that are due.
+    /// Ends the ejections that are due. An endpoint whose latest probe
+    /// failed does not come back on the timer: it turns unhealthy instead,
+    /// and returns when its probes pass.
     pub(crate) fn expire(&mut self, now: Instant) -> Changes {
         let mut changes = Changes::default();
+        let checked = self.check.is_some();
         for (key, record) in &mut self.records {
             if record.ejected_until.is_some_and(|until| until <= now) {
                 record.ejected_until = None;
                 record.returned_at = Some(now);
+                if checked && record.failures > 0 && record.checked_healthy {
+                    record.checked_healthy = false;
+                    record.passes = 0;
+                    tracing::info!(service = %self.service, endpoint = &**key, "ejection over, but the endpoint fails its health checks: it stays out");
+                    continue;
+                }
+                if !record.checked_healthy {
+                    // Still out (unhealthy); nothing to republish.
+                    continue;
+                }
                 tracing::info!(service = %self.service, endpoint = &**key, "endpoint back from ejection");
                 changes.republish = true;
                 changes.returned.push(key.clone());
@@ -310,6 +339,42 @@ mod tests {
         book.track(["h:1"].into_iter());
         assert_eq!(book.view("h:1").state, HealthState::Unhealthy);
         book.on_probe("h:1", Ok(()));
+        assert_eq!(book.view("h:1").state, HealthState::Healthy);
+    }
+
+    fn check() -> HealthCheck {
+        HealthCheck::custom(|_| async { Ok::<(), std::io::Error>(()) })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_passing_probe_ends_an_ejection() {
+        let mut book = HealthBook::new("svc".into(), OutlierDetection::new(), Some(check()), 0.5);
+        book.track(["h:1", "h:2"].into_iter());
+        assert!(book.on_failing("h:1", "test", Instant::now()).republish);
+        assert_eq!(book.view("h:1").state, HealthState::Ejected);
+        let changes = book.on_probe("h:1", Ok(()));
+        assert!(changes.republish);
+        assert_eq!(changes.returned, vec![Box::<str>::from("h:1")]);
+        assert_eq!(book.view("h:1").state, HealthState::Healthy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejected_endpoint_failing_its_probes_stays_out() {
+        let mut book = HealthBook::new("svc".into(), OutlierDetection::new(), Some(check()), 0.5);
+        book.track(["h:1", "h:2"].into_iter());
+        book.on_failing("h:1", "test", Instant::now());
+        // One failed probe: below the unhealthy threshold, but the latest.
+        book.on_probe("h:1", Err("down".into()));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let changes = book.expire(Instant::now());
+        assert!(changes.returned.is_empty());
+        assert_eq!(book.view("h:1").state, HealthState::Unhealthy);
+        assert_eq!(book.next_expiry(), None, "no timer left to spin on");
+        // Back when the probes pass.
+        book.on_probe("h:1", Ok(()));
+        assert_eq!(book.view("h:1").state, HealthState::Unhealthy);
+        let changes = book.on_probe("h:1", Ok(()));
+        assert_eq!(changes.returned, vec![Box::<str>::from("h:1")]);
         assert_eq!(book.view("h:1").state, HealthState::Healthy);
     }
 

@@ -63,7 +63,10 @@ impl Default for LoadTracking {
 pub struct EndpointState {
     in_flight: AtomicUsize,
     /// Peak-sensitive round-trip estimate for balancers, `f64` ns bits;
-    /// failures count as at least the penalty. 0 = none yet.
+    /// failures count as at least the penalty. 0 = none yet. The sign bit
+    /// says whether the latest sample was a failure: a slow endpoint and a
+    /// failing one look alike by their estimate alone, and the first cache
+    /// line has no room for a flag of its own.
     rtt: AtomicU64,
     /// When the estimates were last updated, in ns since the clock's epoch.
     stamp: AtomicU64,
@@ -156,31 +159,54 @@ impl EndpointState {
     /// picker that compares several endpoints against one clock reading.
     #[inline]
     pub fn rtt_estimate_at(&self, now: Instant) -> f64 {
-        let rtt = f64::from_bits(self.rtt.load(Ordering::Relaxed));
-        if rtt == 0.0 {
-            return self.nanos.default_rtt;
+        self.estimate_at(now).rtt
+    }
+
+    /// The round-trip estimate as of `now` with what a picker needs
+    /// besides: whether the endpoint has any history, and whether it is
+    /// penalized. One read of the estimate for all three.
+    #[inline]
+    pub fn estimate_at(&self, now: Instant) -> Estimate {
+        let raw = f64::from_bits(self.rtt.load(Ordering::Relaxed));
+        if raw == 0.0 {
+            return Estimate {
+                rtt: self.nanos.default_rtt,
+                sampled: false,
+                penalized: false,
+            };
         }
+        let failed = raw.is_sign_negative();
+        let rtt = raw.abs();
         let idle = self
             .nanos_at(now)
             .saturating_sub(self.stamp.load(Ordering::Relaxed));
         // A busy endpoint was updated a moment ago: skip the exponential
         // (the error is under 0.1%) and keep the pick in nanoseconds.
-        if idle < self.nanos.fresh {
-            return rtt;
+        let rtt = if idle < self.nanos.fresh {
+            rtt
+        } else {
+            rtt * self.keep(idle)
+        };
+        Estimate {
+            rtt,
+            sampled: true,
+            penalized: failed && self.is_penalized(rtt),
         }
-        rtt * self.keep(idle)
     }
 
-    /// True while a recent failure still dominates the round-trip estimate
-    /// (it is above half the failure penalty): the endpoint has most
-    /// likely been failing fast rather than answering slowly.
+    /// True while the endpoint's latest sample was a failure and the
+    /// failure penalty still dominates its round-trip estimate (it is above
+    /// half the penalty). An endpoint that answers slowly but well is never
+    /// penalized, however slow: slow is not failing.
     #[inline]
     pub fn is_penalized_at(&self, now: Instant) -> bool {
-        self.is_penalized(self.rtt_estimate_at(now))
+        self.estimate_at(now).penalized
     }
 
-    /// Whether a round-trip estimate of this endpoint is dominated by the
-    /// failure penalty (see [`is_penalized_at`](Self::is_penalized_at)).
+    /// Whether a round-trip estimate is large enough to be dominated by the
+    /// failure penalty (above half of it). On its own this cannot tell a
+    /// failing endpoint from a slow one: see
+    /// [`is_penalized_at`](Self::is_penalized_at).
     #[inline]
     pub fn is_penalized(&self, rtt_estimate_nanos: f64) -> bool {
         rtt_estimate_nanos * 2.0 >= self.nanos.failure_penalty
@@ -262,7 +288,7 @@ impl EndpointState {
         } else {
             sample
         };
-        let rtt = f64::from_bits(self.rtt.load(Ordering::Relaxed));
+        let rtt = f64::from_bits(self.rtt.load(Ordering::Relaxed)).abs();
         // Peak-sensitive: a worse sample replaces the estimate outright, a
         // better one only pulls it down by its weight in time.
         let rtt = if rtt == 0.0 || sample > rtt {
@@ -270,7 +296,9 @@ impl EndpointState {
         } else {
             rtt * keep + sample * (1.0 - keep)
         };
-        self.rtt.store(rtt.max(1.0).to_bits(), Ordering::Relaxed);
+        // The sign remembers whether this sample was a failure.
+        let rtt = if failed { -rtt.max(1.0) } else { rtt.max(1.0) };
+        self.rtt.store(rtt.to_bits(), Ordering::Relaxed);
     }
 
     /// Feeds the time to a response's last byte to its stats average
@@ -329,6 +357,21 @@ impl EndpointState {
     fn nanos_at(&self, now: Instant) -> u64 {
         self.clock.nanos_at(now)
     }
+}
+
+/// What [`EndpointState::estimate_at`] read: the round-trip estimate and
+/// how far a picker may trust it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Estimate {
+    /// The decayed round-trip estimate in nanoseconds (the default round
+    /// trip when there is no sample yet).
+    pub rtt: f64,
+    /// False until the endpoint has given a first sample: its estimate is
+    /// then only the configured default.
+    pub sampled: bool,
+    /// The latest sample was a failure and still dominates the estimate.
+    pub penalized: bool,
 }
 
 /// Moves the average in `slot` (`f64` bits, 0 = none yet) toward `sample`,
@@ -408,6 +451,24 @@ mod tests {
         assert_eq!(s.rtt_estimate_nanos(), 30e6);
         s.record(Some(Duration::from_micros(100)), true);
         assert!(s.rtt_estimate_nanos() > 0.9e9, "{}", s.rtt_estimate_nanos());
+        assert!(s.is_penalized_at(Instant::now()));
+    }
+
+    #[test]
+    fn slow_is_not_failing() {
+        let s = state();
+        assert!(!s.estimate_at(Instant::now()).sampled);
+        s.record(Some(Duration::from_secs(2)), false);
+        let estimate = s.estimate_at(Instant::now());
+        assert!(estimate.sampled && estimate.rtt > 1.9e9, "{estimate:?}");
+        assert!(!estimate.penalized, "a slow success is no failure");
+        s.record(Some(Duration::from_millis(1)), true);
+        assert!(s.is_penalized_at(Instant::now()), "a failure after it is");
+        s.record(Some(Duration::from_millis(1)), false);
+        assert!(
+            !s.is_penalized_at(Instant::now()),
+            "and a success clears it"
+        );
     }
 
     #[tokio::test(start_paused = true)]
