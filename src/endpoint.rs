@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -48,6 +48,9 @@ struct Inner {
     /// Precomputed so that routing a request never parses a header value.
     host_header: HeaderValue,
     host: Box<str>,
+    /// The host as an address, when it is one: routing a `reqwest::Request`
+    /// sets it without parsing the host again.
+    ip: Option<IpAddr>,
     port: u16,
     key: Box<str>,
     weight: u32,
@@ -160,7 +163,7 @@ impl Endpoint {
     /// The endpoint `http://{addr}`.
     ///
     /// ```
-    /// use std::net::SocketAddr;
+    /// use std::net::{IpAddr, SocketAddr};
     /// use tower_lb::Endpoint;
     ///
     /// let addr: SocketAddr = "[::1]:8080".parse().unwrap();
@@ -179,12 +182,19 @@ impl Endpoint {
         let key = format!("{}://{}:{}", scheme, host, port);
         let host_header = HeaderValue::from_str(authority.as_str())
             .expect("an authority is a valid header value");
+        let ip = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&host)
+            .parse()
+            .ok();
         Self {
             inner: Arc::new(Inner {
                 scheme,
                 authority,
                 host_header,
                 host: host.into_boxed_str(),
+                ip,
                 port,
                 key: key.into_boxed_str(),
                 weight: 1,
@@ -239,6 +249,12 @@ impl Endpoint {
     /// The host, lowercase (IPv6 literals keep their brackets).
     pub fn host(&self) -> &str {
         &self.inner.host
+    }
+
+    /// The host as an IP address, when it is one (`127.0.0.1`, `[::1]`);
+    /// `None` for a name.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.inner.ip
     }
 
     /// The port, explicit or the scheme's default.
