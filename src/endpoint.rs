@@ -438,6 +438,17 @@ mod tests {
     }
 
     #[test]
+    fn keeps_the_host_as_an_address_when_it_is_one() {
+        let ip = |s: &str| Endpoint::new(s).unwrap().ip().map(|ip| ip.to_string());
+        assert_eq!(ip("http://10.0.0.7:80").as_deref(), Some("10.0.0.7"));
+        assert_eq!(ip("http://[::1]:9000").as_deref(), Some("::1"));
+        assert_eq!(ip("http://a.example:80"), None);
+        assert_eq!(ip("http://10.0.0.7.example:80"), None);
+        let addr: SocketAddr = "[::1]:8080".parse().unwrap();
+        assert_eq!(Endpoint::from_addr(addr).ip(), Some(addr.ip()));
+    }
+
+    #[test]
     fn rejects_bad_input_with_a_reason() {
         assert_eq!(kind(""), EndpointErrorKind::Empty);
         assert_eq!(
