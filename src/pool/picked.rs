@@ -84,6 +84,12 @@ impl Picked {
         self.started = Some(Instant::now());
     }
 
+    /// [`start_timer`](Self::start_timer) with a clock reading the caller
+    /// already has.
+    pub(crate) fn start_timer_at(&mut self, now: Instant) {
+        self.started = Some(now);
+    }
+
     /// The chosen endpoint.
     pub fn endpoint(&self) -> &Endpoint {
         self.member.endpoint()
