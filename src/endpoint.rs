@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -52,6 +52,9 @@ struct Inner {
     /// Precomputed so that routing a request never parses a header value.
     host_header: HeaderValue,
     host: Box<str>,
+    /// The host as an address, when it is one: routing a `reqwest::Request`
+    /// sets it without parsing the host again.
+    ip: Option<IpAddr>,
     port: u16,
     key: Box<str>,
     weight: u32,
@@ -171,7 +174,7 @@ impl Endpoint {
     /// The endpoint `http://{addr}`.
     ///
     /// ```
-    /// use std::net::SocketAddr;
+    /// use std::net::{IpAddr, SocketAddr};
     /// use tower_lb::Endpoint;
     ///
     /// let addr: SocketAddr = "[::1]:8080".parse().unwrap();
@@ -200,12 +203,21 @@ impl Endpoint {
         // header value; the fallback is for the impossible case.
         let host_header = HeaderValue::from_str(authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("invalid.invalid"));
+        // Kept parsed, so that routing a reqwest request sets it without
+        // parsing the host again (no IDNA); a scoped IPv6 address is not.
+        let ip = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&host)
+            .parse()
+            .ok();
         Self {
             inner: Arc::new(Inner {
                 scheme,
                 authority,
                 host_header,
                 host: host.into_boxed_str(),
+                ip,
                 port,
                 key: key.into_boxed_str(),
                 weight: 1,
@@ -260,6 +272,12 @@ impl Endpoint {
     /// The host, lowercase (IPv6 literals keep their brackets).
     pub fn host(&self) -> &str {
         &self.inner.host
+    }
+
+    /// The host as an IP address, when it is one (`127.0.0.1`, `[::1]`);
+    /// `None` for a name.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.inner.ip
     }
 
     /// The port, explicit or the scheme's default.
@@ -417,6 +435,17 @@ mod tests {
             "http://[::1]:9000"
         );
         assert_eq!(Endpoint::new(" http://h:1 ").unwrap().port(), 1);
+    }
+
+    #[test]
+    fn keeps_the_host_as_an_address_when_it_is_one() {
+        let ip = |s: &str| Endpoint::new(s).unwrap().ip().map(|ip| ip.to_string());
+        assert_eq!(ip("http://10.0.0.7:80").as_deref(), Some("10.0.0.7"));
+        assert_eq!(ip("http://[::1]:9000").as_deref(), Some("::1"));
+        assert_eq!(ip("http://a.example:80"), None);
+        assert_eq!(ip("http://10.0.0.7.example:80"), None);
+        let addr: SocketAddr = "[::1]:8080".parse().unwrap();
+        assert_eq!(Endpoint::from_addr(addr).ip(), Some(addr.ip()));
     }
 
     #[test]

@@ -357,12 +357,24 @@ impl BalancedRequest for reqwest::Request {
         }
         redact::mark_sensitive(self.headers_mut());
         let url = self.url_mut();
-        url.set_scheme(endpoint.scheme().as_str())
-            .map_err(|()| format!("cannot set scheme `{}`", endpoint.scheme()))?;
-        url.set_host(Some(endpoint.host()))
-            .map_err(|e| e.to_string())?;
-        url.set_port(Some(endpoint.port()))
-            .map_err(|()| format!("cannot set port {}", endpoint.port()))?;
+        // Each part is set only when it differs: every setter re-serializes
+        // the URL, and `set_host` parses the host again (IDNA and all).
+        if url.scheme() != endpoint.scheme().as_str() {
+            url.set_scheme(endpoint.scheme().as_str())
+                .map_err(|()| format!("cannot set scheme `{}`", endpoint.scheme()))?;
+        }
+        match endpoint.ip() {
+            Some(ip) => url
+                .set_ip_host(ip)
+                .map_err(|()| format!("cannot set host `{}`", endpoint.host()))?,
+            None => url
+                .set_host(Some(endpoint.host()))
+                .map_err(|e| e.to_string())?,
+        }
+        if url.port_or_known_default() != Some(endpoint.port()) {
+            url.set_port(Some(endpoint.port()))
+                .map_err(|()| format!("cannot set port {}", endpoint.port()))?;
+        }
         // reqwest derives Host from the URL unless the caller set one; only
         // a caller-set Host needs replacing.
         if self.headers().contains_key(HOST) {
@@ -555,5 +567,46 @@ mod tests {
         let ep = Endpoint::new("http://[::1]:5001").unwrap();
         req.route_to(&ep).unwrap();
         assert_eq!(req.url().as_str(), "http://[::1]:5001/api/greet?name=Alice");
+    }
+
+    /// Scheme, host and port are each set only when they differ: every
+    /// combination still lands on the endpoint, default ports implied.
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn reqwest_request_is_rewritten_part_by_part() {
+        let cases = [
+            (
+                "http://greet/a?b=c",
+                "https://10.0.0.7:8443",
+                "https://10.0.0.7:8443/a?b=c",
+            ),
+            (
+                "http://greet:8080/a",
+                "http://10.0.0.7:80",
+                "http://10.0.0.7/a",
+            ),
+            ("https://greet/a", "http://10.0.0.7", "http://10.0.0.7/a"),
+            ("http://greet/a", "https://10.0.0.7", "https://10.0.0.7/a"),
+            (
+                "http://greet:443/a",
+                "https://10.0.0.7",
+                "https://10.0.0.7/a",
+            ),
+            (
+                "http://greet/a",
+                "http://Users.Example:7001",
+                "http://users.example:7001/a",
+            ),
+            (
+                "http://10.0.0.7:5001/a",
+                "http://10.0.0.7:5001",
+                "http://10.0.0.7:5001/a",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let mut req = reqwest::Request::new(http::Method::GET, from.parse().unwrap());
+            req.route_to(&Endpoint::new(to).unwrap()).unwrap();
+            assert_eq!(req.url().as_str(), want, "{from} -> {to}");
+        }
     }
 }

@@ -173,6 +173,7 @@ impl<F> Balanced<F> {
             });
         }
         let mut timer = None;
+        let mut now = None;
         match AttemptContext::of(&request) {
             Some(context) => {
                 context.record_endpoint(&endpoint);
@@ -181,7 +182,9 @@ impl<F> Balanced<F> {
                 }
             }
             None => {
-                if let Some(deadline) = timeout.and_then(|t| Instant::now().checked_add(t)) {
+                // One clock reading for the deadline and the timer's start.
+                let read = *now.insert(Instant::now());
+                if let Some(deadline) = timeout.and_then(|t| read.checked_add(t)) {
                     picked.set_deadline(deadline);
                     timer = timeout.map(|timeout| Timer {
                         sleep: Box::pin(tokio::time::sleep_until(deadline)),
@@ -193,7 +196,10 @@ impl<F> Balanced<F> {
         if let Some(extensions) = request.extensions_mut() {
             extensions.insert(endpoint);
         }
-        picked.start_timer();
+        match now {
+            Some(now) => picked.start_timer_at(now),
+            None => picked.start_timer(),
+        }
         Ok(Self {
             inner: client.call(request.into_outgoing()),
             live: Some(Live {

@@ -104,6 +104,15 @@ impl Router {
     /// The position of `host`'s pool in [`Router::pools`].
     #[inline]
     pub(crate) fn index_of(&self, host: &str) -> Option<usize> {
+        // A client calls a handful of services: comparing the names beats
+        // hashing the host (SipHash) on every request.
+        if self.by_name.len() <= 8 {
+            return self
+                .by_name
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(host))
+                .map(|(_, index)| *index);
+        }
         let index = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.by_name.get(host.to_ascii_lowercase().as_str())
         } else {

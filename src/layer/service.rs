@@ -168,8 +168,8 @@ serve!(
 
 /// Picks for `request` through this clone's cached view of the pool.
 fn pick_for<Req: BalancedRequest>(pool: &mut CachedPool, request: &Req) -> Result<Picked, Error> {
-    let service = pool.pool().service_arc().clone();
-    pick_request(&service, request, |ctx| pool.pick_with(ctx))
+    let (service, pick) = pool.picker();
+    pick_request(service, request, pick)
 }
 
 /// Picks with `pick` for `request`: its path and headers for hashing

@@ -54,6 +54,23 @@ impl CachedPool {
         self.pool.pick_from(snapshot, ctx)
     }
 
+    /// The service's name beside a [`pick_with`](Self::pick_with) through
+    /// the cache: the name borrowed, not counted, for each pick.
+    #[inline]
+    pub(crate) fn picker(
+        &mut self,
+    ) -> (
+        &str,
+        impl FnOnce(&PickContext<'_>) -> Result<Picked, Error> + '_,
+    ) {
+        let Self { pool, cache } = self;
+        let pool = &*pool;
+        (&pool.shared.service, move |ctx: &PickContext<'_>| {
+            pool.ensure_started();
+            pool.pick_from(cache.load(), ctx)
+        })
+    }
+
     /// The pool behind the cache.
     pub fn pool(&self) -> &Pool {
         &self.pool

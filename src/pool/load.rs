@@ -247,24 +247,40 @@ impl EndpointState {
 
     /// Records a finished request: its outcome, and its latency when
     /// timed. What [`Picked::finish`](crate::Picked::finish) does.
+    #[cfg(test)]
     pub(crate) fn record(&self, latency: Option<Duration>, failed: bool) {
-        self.count(failed);
+        self.record_at(self.clock.now_nanos(), latency, failed);
+    }
+
+    /// Records a finished request at `now_ns` (from [`stamp`](Self::stamp)):
+    /// its outcome, and its latency when timed.
+    pub(crate) fn record_at(&self, now_ns: u64, latency: Option<Duration>, failed: bool) {
+        self.count_at(now_ns, failed);
         // An untimed success says nothing about latency; an untimed
         // failure still counts as the failure penalty.
         if latency.is_some() || failed {
-            self.observe_latency(latency, failed);
+            self.observe_latency_at(now_ns, latency, failed);
         }
     }
 
-    /// Counts one outcome: the request and failure counters, and outlier
-    /// detection's.
-    pub(crate) fn count(&self, failed: bool) {
+    /// `now` as this state's clock counts it, for the `_at` methods: one
+    /// clock reading serves a request's latency and its records.
+    #[inline]
+    pub(crate) fn stamp(&self, now: Instant) -> u64 {
+        let ns = self.clock.nanos_at(now);
+        self.clock.publish(ns);
+        ns
+    }
+
+    /// Counts one outcome at `now_ns` (from [`stamp`](Self::stamp)): the
+    /// request and failure counters, and outlier detection's.
+    pub(crate) fn count_at(&self, now_ns: u64, failed: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(passive) = &self.passive {
-            passive.record(failed, self.clock.now_nanos());
+            passive.record(failed, now_ns);
         }
     }
 
@@ -277,7 +293,12 @@ impl EndpointState {
     /// and a compare-and-swap loop on every response could not be afforded.
     /// `None`: a failure with no time to it, the penalty alone.
     pub(crate) fn observe_latency(&self, latency: Option<Duration>, failed: bool) {
-        let now = self.clock.now_nanos();
+        self.observe_latency_at(self.clock.now_nanos(), latency, failed);
+    }
+
+    /// [`observe_latency`](Self::observe_latency) at `now` (ns, from
+    /// [`stamp`](Self::stamp)).
+    pub(crate) fn observe_latency_at(&self, now: u64, latency: Option<Duration>, failed: bool) {
         let keep = self.keep(now.saturating_sub(self.stamp.swap(now, Ordering::Relaxed)));
         let sample = latency.map_or(0.0, |l| l.as_nanos() as f64);
         if latency.is_some() {

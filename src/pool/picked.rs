@@ -84,6 +84,12 @@ impl Picked {
         self.started = Some(Instant::now());
     }
 
+    /// [`start_timer`](Self::start_timer) with a clock reading the caller
+    /// already has.
+    pub(crate) fn start_timer_at(&mut self, now: Instant) {
+        self.started = Some(now);
+    }
+
     /// The chosen endpoint.
     pub fn endpoint(&self) -> &Endpoint {
         self.member.endpoint()
@@ -123,9 +129,16 @@ impl Picked {
         if self.head_failed.is_some() {
             return;
         }
-        let latency = self.started.map(|t| t.elapsed());
-        if latency.is_some() || failed {
-            self.member.state().observe_latency(latency, failed);
+        let state = self.member.state();
+        match self.started {
+            // One clock reading for the sample and the estimate's stamp.
+            Some(started) => {
+                let now = Instant::now();
+                let latency = now.saturating_duration_since(started);
+                state.observe_latency_at(state.stamp(now), Some(latency), failed);
+            }
+            None if failed => state.observe_latency(None, true),
+            None => {}
         }
         self.head_failed = Some(failed);
     }
@@ -141,13 +154,16 @@ impl Picked {
             Outcome::Success => false,
             Outcome::Failure(_) => true,
         };
-        let elapsed = self.started.map(|t| t.elapsed());
+        // One clock reading for the elapsed time and every record.
+        let now = Instant::now();
+        let now_ns = state.stamp(now);
+        let elapsed = self.started.map(|t| now.saturating_duration_since(t));
         match self.head_failed {
-            None => state.record(elapsed, failed),
+            None => state.record_at(now_ns, elapsed, failed),
             Some(head_failed) => {
-                state.count(failed);
+                state.count_at(now_ns, failed);
                 if failed && !head_failed {
-                    state.observe_latency(None, true);
+                    state.observe_latency_at(now_ns, None, true);
                 }
                 if let Some(elapsed) = elapsed {
                     state.observe_last_byte(elapsed);
@@ -164,19 +180,20 @@ impl Picked {
         let now = Instant::now();
         let waited = now.saturating_duration_since(started);
         let state = self.member.state();
+        let now_ns = state.stamp(now);
         let past_deadline = self.deadline.is_some_and(|d| now >= d);
         let timed_out = past_deadline || state.cancel_timeout().is_some_and(|t| waited >= t);
         match self.head_failed {
             // Before the head: the wait is the best sample there is.
             None => {
-                state.observe_latency(Some(waited), timed_out);
+                state.observe_latency_at(now_ns, Some(waited), timed_out);
                 if timed_out {
-                    state.count(true);
+                    state.count_at(now_ns, true);
                 }
             }
             // After the head (a `Picked` finished by hand, never completed):
             // the head's verdict stands.
-            Some(head_failed) => state.count(head_failed),
+            Some(head_failed) => state.count_at(now_ns, head_failed),
         }
     }
 }
