@@ -23,7 +23,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_lb::retry::{Attempts, Retry, RetryLayer};
-use tower_lb::{Error, LoadBalance, LoadBalanceLayer, discover::Fixed, stats::PoolStats};
+use tower_lb::{
+    Error, LoadBalance, LoadBalanceLayer, PoolBuilder, discover::Fixed, stats::PoolStats,
+};
 
 /// The calls' overall deadline.
 const DEADLINE: Duration = Duration::from_secs(3);
@@ -296,26 +298,36 @@ async fn trickling_server() -> (String, tokio::task::JoinHandle<()>) {
     (url, task)
 }
 
-/// A body that trickles cannot be retried once handed over: the caller's
-/// own read timeout (1.5 s here) ends those calls. A body the caller drops
-/// is the caller's doing, not the endpoint's failure, so the instance is
-/// not ejected; but its answers stay in flight until their last byte, so a
-/// load-aware balancer (least request, P2C) steers away from it and few
-/// calls fail.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trickling_body_is_steered_around_by_least_request() {
+/// `CALLS` calls through the retry layer's defaults over a pool of one
+/// trickling instance and two good ones, each call bounded by the caller's
+/// own read timeout (1.5 s). Returns what the callers saw, and whether the
+/// trickling instance was ejected.
+async fn trickle_run(
+    label: &str,
+    balancer: impl tower_lb::balance::Balancer,
+    configure: impl Fn(PoolBuilder) -> PoolBuilder + Send + Sync + 'static,
+) -> (Outcome, bool) {
     const CALLS: usize = 500;
-    const READ_TIMEOUT: Duration = Duration::from_millis(1500);
     let good = [
         GreetServer::start("a").await.unwrap(),
         GreetServer::start("b").await.unwrap(),
     ];
     let (trickle, _server) = trickling_server().await;
-    let (client, lb) = client_with(
-        vec![trickle.clone(), good[0].url(), good[1].url()],
-        tower_lb::balance::LeastRequest::new(),
-    )
-    .await;
+    let lb = LoadBalanceLayer::builder()
+        .service(
+            "greet",
+            Fixed::new(vec![trickle.clone(), good[0].url(), good[1].url()]).unwrap(),
+        )
+        .balancer(balancer)
+        .configure_pools(configure)
+        .build()
+        .unwrap();
+    lb.pool("greet").unwrap().ready().await.unwrap();
+    let retry = RetryLayer::builder().deadline(DEADLINE).build().unwrap();
+    let client = ServiceBuilder::new()
+        .layer(retry)
+        .layer(lb.clone())
+        .service(support::reqwest_client());
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let mut tasks = JoinSet::new();
     for _ in 0..CALLS {
@@ -366,23 +378,70 @@ async fn a_trickling_body_is_steered_around_by_least_request() {
     .await;
     let was_ejected = ejected(&lb.pool("greet").unwrap().stats(), &trickle);
     println!(
-        "FIGURE | body trickles 1 byte/s (1 of 3), least request, caller reads for 1.5 s | {CALLS} calls | {:.2}% failed | slowest {:.0} ms | ejected: {was_ejected} (a dropped body is not the endpoint's failure)",
+        "FIGURE | body trickles 1 byte/s (1 of 3), {label}, caller reads for 1.5 s | {CALLS} calls | {:.2}% failed | slowest {:.0} ms | ejected: {was_ejected}",
         100.0 * outcome.failed_share(),
         outcome.slowest.as_secs_f64() * 1e3,
-    );
-    // About one call per read timeout lands there (when its in-flight count
-    // drops back to zero): 0.8% on an idle machine; a wide 5% bound, since a
-    // loaded machine sends fewer calls per read timeout.
-    assert!(
-        outcome.failed <= CALLS * 5 / 100,
-        "{} of {CALLS} failed: {:?}",
-        outcome.failed,
-        outcome.errors
     );
     assert!(
         outcome.slowest <= READ_TIMEOUT + SLACK,
         "{:?}",
         outcome.slowest
+    );
+    (outcome, was_ejected)
+}
+
+/// The caller's own read timeout.
+const READ_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// A body that trickles cannot be retried once handed over: the caller's
+/// own read timeout ends those calls. By default a body the caller drops
+/// is the caller's doing, not the endpoint's failure, so the instance is
+/// not ejected; but its answers stay in flight until their last byte, so a
+/// load-aware balancer (least request, P2C) steers away from it and few
+/// calls fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_is_steered_around_by_least_request() {
+    let (outcome, _) = trickle_run(
+        "least request",
+        tower_lb::balance::LeastRequest::new(),
+        |pool| pool,
+    )
+    .await;
+    // About one call per read timeout lands there (when its in-flight count
+    // drops back to zero): 0.8% on an idle machine; a wide 5% bound, since a
+    // loaded machine sends fewer calls per read timeout.
+    assert!(
+        outcome.failed <= outcome.calls * 5 / 100,
+        "{} of {} failed: {:?}",
+        outcome.failed,
+        outcome.calls,
+        outcome.errors
+    );
+}
+
+/// With `abandoned_body_timeout`, a body dropped unfinished a second after
+/// its head is the endpoint's timeout: even round robin, which does not
+/// weigh load, ejects the trickling instance after its failure threshold,
+/// and only the calls sent to it before then fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_is_ejected_when_abandoned_bodies_count() {
+    let (outcome, was_ejected) = trickle_run(
+        "round robin, abandoned bodies count after 1 s",
+        tower_lb::balance::RoundRobin::new(),
+        |pool| pool.abandoned_body_timeout(Duration::from_secs(1)),
+    )
+    .await;
+    assert!(was_ejected, "the trickling instance was not ejected");
+    // Round robin soon has every caller waiting on it (CONCURRENCY calls,
+    // failing together at the read timeout, five of which eject it), and
+    // the calls sent to it before the ejection is published fail too: at
+    // most about two rounds of callers.
+    assert!(
+        outcome.failed <= 2 * CONCURRENCY + 5,
+        "{} of {} failed: {:?}",
+        outcome.failed,
+        outcome.calls,
+        outcome.errors
     );
 }
 

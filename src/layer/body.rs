@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::Picked;
-use crate::classify::{Classify, Verdict};
+use crate::classify::{Classify, FailureKind, Outcome, Verdict};
 use crate::request::BalancedResponse;
 
 /// The record of one attempt that its response body carries to the end:
@@ -63,9 +63,15 @@ impl BodyGuard {
 impl Drop for BodyGuard {
     fn drop(&mut self) {
         // The caller stopped reading: not the endpoint's doing, the head's
-        // verdict stands.
+        // verdict stands, unless the pool counts a body abandoned that late
+        // as the endpoint's timeout (one that trickles or stalls).
         if let Some(picked) = self.picked.take() {
-            picked.complete(self.verdict.outcome);
+            let outcome = if picked.body_abandoned_too_late() {
+                Outcome::Failure(FailureKind::Timeout)
+            } else {
+                self.verdict.outcome
+            };
+            picked.complete(outcome);
         }
     }
 }

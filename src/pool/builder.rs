@@ -29,6 +29,7 @@ pub struct PoolBuilder {
     panic_threshold: f64,
     slow_start: Option<Duration>,
     cancel_timeout: Option<Duration>,
+    abandoned_body_timeout: Option<Duration>,
     seed: Option<u64>,
 }
 
@@ -52,6 +53,7 @@ impl PoolBuilder {
             panic_threshold: DEFAULT_PANIC_THRESHOLD,
             slow_start: None,
             cancel_timeout: Some(DEFAULT_CANCEL_TIMEOUT),
+            abandoned_body_timeout: None,
             seed: None,
         }
     }
@@ -140,6 +142,17 @@ impl PoolBuilder {
         self
     }
 
+    /// A response body the caller drops unfinished `timeout` or more after
+    /// its head counts as a timeout failure of its endpoint (default: off).
+    /// For services whose answers are short: an instance that sends its
+    /// head and then trickles or stalls its body is ejected, where by
+    /// default a dropped body is the caller's choice (it may stop reading a
+    /// long stream on purpose) and the head's verdict stands.
+    pub fn abandoned_body_timeout(mut self, timeout: Duration) -> Self {
+        self.abandoned_body_timeout = Some(timeout);
+        self
+    }
+
     /// A cancelled request never counts as a failure (its wait is still a
     /// latency sample).
     pub fn without_cancel_timeout(mut self) -> Self {
@@ -191,6 +204,7 @@ impl PoolBuilder {
                 started: AtomicBool::new(false),
                 slow_start: self.slow_start,
                 cancel_timeout: self.cancel_timeout,
+                abandoned_body_timeout: self.abandoned_body_timeout,
                 rng,
                 driver: Mutex::new(DriverSlot::Waiting(self.source)),
                 driver_config: driver::DriverConfig {

@@ -503,7 +503,8 @@ impl StateFactory<'_> {
             passive,
             self.shared.clock.clone(),
             self.shared.cancel_timeout,
-        );
+        )
+        .with_abandoned_body_timeout(self.shared.abandoned_body_timeout);
         if self.ramp {
             state.begin_ramp();
         }

@@ -89,6 +89,9 @@ pub struct EndpointState {
     last_byte: AtomicU64,
     /// A request cancelled after waiting this long counts as timed out.
     cancel_timeout: Option<Duration>,
+    /// A body abandoned unfinished this long after its head counts as
+    /// timed out (off unless the pool asks for it).
+    abandoned_body_timeout: Option<Duration>,
     tracking: LoadTracking,
     /// Outlier detection's counters, when the pool ejects.
     passive: Option<PassiveMonitor>,
@@ -105,6 +108,7 @@ impl EndpointState {
         Self {
             last_byte: AtomicU64::new(0),
             cancel_timeout,
+            abandoned_body_timeout: None,
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -341,6 +345,19 @@ impl EndpointState {
     /// timeout of this endpoint (`None`: never).
     pub fn cancel_timeout(&self) -> Option<Duration> {
         self.cancel_timeout
+    }
+
+    /// How long after its head a response body may be abandoned before
+    /// that counts as a timeout of this endpoint (`None`: never, the
+    /// default).
+    pub fn abandoned_body_timeout(&self) -> Option<Duration> {
+        self.abandoned_body_timeout
+    }
+
+    /// Sets [`abandoned_body_timeout`](Self::abandoned_body_timeout).
+    pub(crate) fn with_abandoned_body_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.abandoned_body_timeout = timeout;
+        self
     }
 
     /// Starts a slow-start ramp now.

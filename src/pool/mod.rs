@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     slow_start: Option<Duration>,
     /// A request cancelled after waiting this long counts as timed out.
     cancel_timeout: Option<Duration>,
+    /// A body abandoned this long after its head counts as timed out.
+    abandoned_body_timeout: Option<Duration>,
     /// The pool's seeded sequence, when seeded.
     rng: Option<Arc<SeededRng>>,
     ready_timeout: Duration,

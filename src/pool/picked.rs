@@ -60,6 +60,8 @@ pub struct Picked {
     /// Set once the response head has been seen and its latency recorded:
     /// whether the head already counted as a failure.
     head_failed: Option<bool>,
+    /// When the head arrived, if it was timed.
+    head_at: Option<Instant>,
     /// The outcome has been recorded: drop only ends the flight.
     done: bool,
 }
@@ -72,6 +74,7 @@ impl Picked {
             started: None,
             deadline: None,
             head_failed: None,
+            head_at: None,
             done: false,
         }
     }
@@ -134,6 +137,7 @@ impl Picked {
             // One clock reading for the sample and the estimate's stamp.
             Some(started) => {
                 let now = Instant::now();
+                self.head_at = Some(now);
                 let latency = now.saturating_duration_since(started);
                 state.observe_latency_at(state.stamp(now), Some(latency), failed);
             }
@@ -169,6 +173,15 @@ impl Picked {
                     state.observe_last_byte(elapsed);
                 }
             }
+        }
+    }
+
+    /// Whether a body dropped now, unfinished, was abandoned past the pool's
+    /// [`abandoned_body_timeout`](crate::PoolBuilder::abandoned_body_timeout).
+    pub(crate) fn body_abandoned_too_late(&self) -> bool {
+        match (self.head_at, self.member.state().abandoned_body_timeout()) {
+            (Some(head), Some(timeout)) => head.elapsed() >= timeout,
+            _ => false,
         }
     }
 
