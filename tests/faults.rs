@@ -98,6 +98,12 @@ impl Outcome {
 }
 
 async fn run(client: &Client, calls: usize) -> Outcome {
+    run_with(client, calls, None).await
+}
+
+/// `calls` calls, `CONCURRENCY` at a time, each bounded by the caller's own
+/// `read_timeout` (to its last body byte) when given.
+async fn run_with(client: &Client, calls: usize, read_timeout: Option<Duration>) -> Outcome {
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let mut tasks = JoinSet::new();
     for _ in 0..calls {
@@ -109,22 +115,29 @@ async fn run(client: &Client, calls: usize) -> Outcome {
                 http::Method::GET,
                 "http://greet/api/greet?name=fault".parse().unwrap(),
             );
-            let result = client.oneshot(request).await;
-            let result = match result {
-                Ok(response) => {
-                    let attempts = response
-                        .extensions()
-                        .get::<Attempts>()
-                        .map_or(1, |a| a.count());
-                    let status = response.status();
-                    let read = response.bytes().await;
-                    match (status.is_success(), read) {
-                        (true, Ok(_)) => Ok(attempts),
-                        (_, Err(e)) => Err((attempts, format!("body: {e}"))),
-                        (false, _) => Err((attempts, format!("status {status}"))),
+            let call = async {
+                match client.oneshot(request).await {
+                    Ok(response) => {
+                        let attempts = response
+                            .extensions()
+                            .get::<Attempts>()
+                            .map_or(1, |a| a.count());
+                        let status = response.status();
+                        let read = response.bytes().await;
+                        match (status.is_success(), read) {
+                            (true, Ok(_)) => Ok(attempts),
+                            (_, Err(e)) => Err((attempts, format!("body: {e}"))),
+                            (false, _) => Err((attempts, format!("status {status}"))),
+                        }
                     }
+                    Err(error) => Err((error.attempts().unwrap_or(1), error.to_string())),
                 }
-                Err(error) => Err((error.attempts().unwrap_or(1), error.to_string())),
+            };
+            let result = match read_timeout {
+                None => call.await,
+                Some(limit) => tokio::time::timeout(limit, call)
+                    .await
+                    .unwrap_or_else(|_| Err((1, "the caller's read timeout".into()))),
             };
             drop(permit);
             (result, started.elapsed())
@@ -328,54 +341,7 @@ async fn trickle_run(
         .layer(retry)
         .layer(lb.clone())
         .service(support::reqwest_client());
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
-    let mut tasks = JoinSet::new();
-    for _ in 0..CALLS {
-        let permit = permits.clone().acquire_owned().await.unwrap();
-        let client = client.clone();
-        tasks.spawn(async move {
-            let started = Instant::now();
-            let request = reqwest::Request::new(
-                http::Method::GET,
-                "http://greet/api/greet?name=fault".parse().unwrap(),
-            );
-            let call = async {
-                let response = client.oneshot(request).await.map_err(|e| e.to_string())?;
-                let attempts = response
-                    .extensions()
-                    .get::<Attempts>()
-                    .map_or(1, |a| a.count());
-                response.bytes().await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(attempts)
-            };
-            let result = tokio::time::timeout(READ_TIMEOUT, call)
-                .await
-                .unwrap_or_else(|_| Err("the caller's read timeout".into()));
-            drop(permit);
-            (result, started.elapsed())
-        });
-    }
-    let mut outcome = Outcome {
-        calls: CALLS,
-        ..Outcome::default()
-    };
-    support::bounded("the calls", async {
-        while let Some(joined) = tasks.join_next().await {
-            let (result, elapsed) = joined.unwrap();
-            outcome.slowest = outcome.slowest.max(elapsed);
-            match result {
-                Ok(attempts) => outcome.attempts += u64::from(attempts),
-                Err(error) => {
-                    outcome.attempts += 1;
-                    outcome.failed += 1;
-                    if outcome.errors.len() < 5 {
-                        outcome.errors.push(error);
-                    }
-                }
-            }
-        }
-    })
-    .await;
+    let outcome = run_with(&client, CALLS, Some(READ_TIMEOUT)).await;
     let was_ejected = ejected(&lb.pool("greet").unwrap().stats(), &trickle);
     println!(
         "FIGURE | body trickles 1 byte/s (1 of 3), {label}, caller reads for 1.5 s | {CALLS} calls | {:.2}% failed | slowest {:.0} ms | ejected: {was_ejected}",
