@@ -58,6 +58,7 @@ pub struct AttemptContext {
     avoid: Avoid,
     deadline: Option<Instant>,
     sent_to: Arc<OnceLock<Endpoint>>,
+    span: tracing::Span,
 }
 
 impl AttemptContext {
@@ -69,7 +70,22 @@ impl AttemptContext {
             avoid: Avoid::new(),
             deadline: None,
             sent_to: Arc::default(),
+            span: tracing::Span::none(),
         }
+    }
+
+    /// The attempt's `tracing` span: the balancer writes the endpoint it
+    /// chose into its `server.address` and `server.port` fields (see
+    /// [`retry`](crate::retry)'s spans).
+    pub fn with_span(mut self, span: tracing::Span) -> Self {
+        self.span = span;
+        self
+    }
+
+    /// The attempt's span ([`Span::none`](tracing::Span::none) unless the
+    /// layer above gave one).
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Endpoints this attempt should not go to (those earlier attempts
@@ -106,7 +122,10 @@ impl AttemptContext {
     /// once it has picked (a balancer of your own should too). The first
     /// call wins.
     pub fn record_endpoint(&self, endpoint: &Endpoint) {
-        let _ = self.sent_to.set(endpoint.clone());
+        if self.sent_to.set(endpoint.clone()).is_ok() && !self.span.is_disabled() {
+            self.span.record("server.address", endpoint.host());
+            self.span.record("server.port", endpoint.port());
+        }
     }
 
     /// The endpoint the balancer sent the attempt to, once it has.

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use std::future::Future;
+
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -16,6 +18,7 @@ use super::hedge::Hedge;
 use super::policy::{AttemptOutcome, Reason, RetryMode};
 use super::replayable::{Prepared, ReplayableRequest};
 use super::send::{Finished, send};
+use super::spans;
 use super::steer::steer;
 use crate::balance::Avoid;
 use crate::classify::{Classify, DefaultClassifier, Retryable, Verdict};
@@ -51,6 +54,7 @@ where
         });
     };
     service.track.deposit();
+    let span = spans::call_span(&request, &service.name);
     let now = Instant::now();
     let idempotent = mode == RetryMode::Idempotent || config.policy.is_idempotent(request.method());
     let hedge = config.hedge.filter(|_| idempotent);
@@ -66,11 +70,12 @@ where
         attempts: Attempts::default(),
         avoid: Avoid::new(),
         window: None,
+        span: span.clone(),
     };
     if once {
-        return RetryFuture::new(call.once(request.once()));
+        return RetryFuture::new(traced(call.once(request.once()), span));
     }
-    RetryFuture::new(call.run::<Req>(request, hedge))
+    RetryFuture::new(traced(call.run::<Req>(request, hedge), span))
 }
 
 /// The state of one call.
@@ -89,6 +94,17 @@ pub(super) struct Call<S> {
     /// Once every endpoint has been tried: how many of the most recent to
     /// keep avoiding (all but one).
     pub(super) window: Option<usize>,
+    /// The call's span, the parent of its attempts'.
+    pub(super) span: tracing::Span,
+}
+
+/// Runs `call` in its `span`, and writes how it ended there.
+fn traced<F, R>(call: F, span: tracing::Span) -> spans::Traced<F>
+where
+    F: Future<Output = Result<R, Error>>,
+    R: BalancedResponse,
+{
+    spans::Traced::new(call, span)
 }
 
 impl<S> Call<S> {
@@ -127,6 +143,7 @@ impl<S> Call<S> {
             number,
             avoid,
             deadline,
+            &self.span,
         )
         .await?;
         self.attempts.sent(hedge);

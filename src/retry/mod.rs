@@ -71,6 +71,7 @@ mod policy;
 pub(crate) mod replay;
 pub(crate) mod replayable;
 mod send;
+mod spans;
 mod steer;
 
 use std::fmt;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tower_service::Service;
+use tracing::Instrument;
 
 use super::future::into_error;
 use crate::attempt::AttemptContext;
@@ -24,6 +25,7 @@ pub(super) struct InFlight<F> {
     future: F,
     context: AttemptContext,
     sent: Instant,
+    span: tracing::Span,
 }
 
 /// One attempt, finished (or cut short by its deadline).
@@ -44,6 +46,7 @@ pub(super) async fn send<S, R>(
     number: u32,
     avoid: Avoid,
     deadline: Option<Instant>,
+    call_span: &tracing::Span,
 ) -> Result<InFlight<S::Future>, Error>
 where
     S: Service<R>,
@@ -53,18 +56,22 @@ where
     if !std::mem::take(fresh) {
         poll_fn(|cx| svc.poll_ready(cx)).await.map_err(into_error)?;
     }
-    let mut context = AttemptContext::new(number).with_avoid(avoid);
+    let span = super::spans::attempt_span(call_span, number);
+    let mut context = AttemptContext::new(number)
+        .with_avoid(avoid)
+        .with_span(span.clone());
     if let Some(deadline) = deadline {
         context = context.with_deadline(deadline);
     }
     if let Some(extensions) = request.extensions_mut() {
         extensions.insert(context.clone());
     }
-    let future = svc.call(request);
+    let future = span.in_scope(|| svc.call(request));
     Ok(InFlight {
         future,
         context,
         sent: Instant::now(),
+        span,
     })
 }
 
@@ -87,6 +94,7 @@ impl<F> InFlight<F> {
             future,
             context,
             sent,
+            span,
         } = self;
         let answer = async {
             let response = future.await.map_err(into_error)?;
@@ -105,6 +113,9 @@ impl<F> InFlight<F> {
                 }),
             }
         };
+        // The attempt's work (the balancer's poll, the client's) runs in
+        // its span.
+        let answer = answer.instrument(span.clone());
         let result = match context.deadline() {
             None => answer.await,
             Some(deadline) => match tokio::time::timeout_at(deadline, answer).await {
@@ -116,6 +127,7 @@ impl<F> InFlight<F> {
                 }),
             },
         };
+        super::spans::record_outcome(&span, &result);
         let endpoint = context.endpoint().cloned().or_else(|| match &result {
             // A balancer that does not write the context may still say.
             Ok(response) => response.extensions().get::<Endpoint>().cloned(),

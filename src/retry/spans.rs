@@ -1,0 +1,146 @@
+//! One `tracing` span per logical call and one per attempt inside it, with
+//! OpenTelemetry's HTTP client field names, so that `tracing-opentelemetry`
+//! users get a correct trace without code of their own.
+//!
+//! - `tower_lb.call` (target `tower_lb`): `http.request.method`, `url.full`
+//!   (the logical URL, userinfo redacted), `tower_lb.service`, and on its
+//!   end `http.response.status_code` or `error.type`, `tower_lb.attempts`.
+//! - `tower_lb.attempt`, a child of the call's span: `http.request.resend_count`
+//!   (0 for the first), `server.address` and `server.port` of the endpoint
+//!   (written by the balancer, which gets the span in the attempt's
+//!   [`AttemptContext`](crate::AttemptContext), so it is right whatever runs
+//!   between the layers), and `http.response.status_code` or `error.type`.
+//!
+//! Spans are built only when a subscriber wants them; otherwise each costs
+//! one check of its callsite's interest.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tracing::Span;
+use tracing::field::Empty;
+
+use super::attempts::Attempts;
+
+use crate::Error;
+use crate::classify::{FailureKind, Outcome};
+use crate::request::{BalancedRequest, BalancedResponse};
+
+/// The span of one logical call for `request` to `service`.
+pub(super) fn call_span(request: &dyn BalancedRequest, service: &str) -> Span {
+    let span = tracing::info_span!(
+        target: "tower_lb",
+        "tower_lb.call",
+        otel.kind = "client",
+        http.request.method = %request.method(),
+        url.full = Empty,
+        tower_lb.service = %service,
+        http.response.status_code = Empty,
+        error.type = Empty,
+        tower_lb.attempts = Empty,
+    );
+    if !span.is_disabled() {
+        span.record(
+            "url.full",
+            crate::redact::userinfo(&request.target()).as_ref(),
+        );
+    }
+    span
+}
+
+/// The span of attempt `number` (1 for the first) of the call in `parent`.
+pub(super) fn attempt_span(parent: &Span, number: u32) -> Span {
+    tracing::info_span!(
+        target: "tower_lb",
+        parent: parent,
+        "tower_lb.attempt",
+        otel.kind = "client",
+        http.request.resend_count = number.saturating_sub(1),
+        server.address = Empty,
+        server.port = Empty,
+        http.response.status_code = Empty,
+        error.type = Empty,
+    )
+}
+
+/// Writes how a call or an attempt ended into its span.
+pub(super) fn record_outcome<R: BalancedResponse>(span: &Span, result: &Result<R, Error>) {
+    if span.is_disabled() {
+        return;
+    }
+    match result {
+        Ok(response) => {
+            span.record("http.response.status_code", response.status().as_u16());
+        }
+        Err(error) => {
+            span.record("error.type", error_type(error));
+        }
+    }
+}
+
+pin_project! {
+    /// A call's future polled in the call's span, which gets the call's
+    /// outcome when it ends. Written by hand rather than as an `async fn`,
+    /// which would hold the call's (large) state twice.
+    pub(crate) struct Traced<F> {
+        #[pin]
+        call: F,
+        span: Span,
+    }
+}
+
+impl<F> Traced<F> {
+    pub(super) fn new(call: F, span: Span) -> Self {
+        Self { call, span }
+    }
+}
+
+impl<F, R> Future for Traced<F>
+where
+    F: Future<Output = Result<R, Error>>,
+    R: BalancedResponse,
+{
+    type Output = Result<R, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.span.enter();
+            ready!(this.call.poll(cx))
+        };
+        record_outcome(this.span, &result);
+        if !this.span.is_disabled() {
+            let attempts = match &result {
+                Ok(response) => response.extensions().get::<Attempts>().map(Attempts::count),
+                Err(error) => error.attempts(),
+            };
+            if let Some(attempts) = attempts {
+                this.span.record("tower_lb.attempts", attempts);
+            }
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// OpenTelemetry's `error.type` for an error: a low-cardinality name.
+pub(crate) fn error_type(error: &Error) -> &'static str {
+    match error.last_attempt() {
+        Error::AttemptTimeout { .. } | Error::DeadlineExceeded { .. } => "timeout",
+        Error::NoEndpoints { .. } => "no_endpoints",
+        Error::NotReady { .. } => "not_ready",
+        Error::UnknownService { .. } | Error::MissingHost { .. } => "unknown_service",
+        Error::Inner { verdict, .. } => match verdict.map(|v| v.outcome) {
+            Some(Outcome::Failure(kind)) => match kind {
+                FailureKind::ConnectionRefused => "connection_refused",
+                FailureKind::ConnectionReset => "connection_reset",
+                FailureKind::Timeout => "timeout",
+                FailureKind::Body => "body",
+                _ => "transport",
+            },
+            _ => "transport",
+        },
+        _ => "_OTHER",
+    }
+}
