@@ -81,6 +81,7 @@ mod endpoint;
 mod error;
 pub mod health;
 mod layer;
+pub mod metrics;
 mod pool;
 mod redact;
 mod request;

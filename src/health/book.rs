@@ -62,6 +62,8 @@ pub(crate) struct HealthBook {
     check: Option<HealthCheck>,
     panic_threshold: f64,
     records: HashMap<Box<str>, Record>,
+    /// Above this many endpoints, ejections are counted without labels.
+    metrics_endpoint_limit: usize,
 }
 
 impl HealthBook {
@@ -77,6 +79,7 @@ impl HealthBook {
             check,
             panic_threshold,
             records: HashMap::new(),
+            metrics_endpoint_limit: crate::metrics::DEFAULT_ENDPOINT_LIMIT,
         }
     }
 
@@ -98,6 +101,12 @@ impl HealthBook {
                 last_check_error: None,
             });
         }
+    }
+
+    /// Counts ejections with endpoint labels only up to `limit` endpoints.
+    pub(crate) fn with_metrics_endpoint_limit(mut self, limit: usize) -> Self {
+        self.metrics_endpoint_limit = limit;
+        self
     }
 
     /// Requests to `key` crossed a failure threshold: eject it, unless the
@@ -151,6 +160,11 @@ impl HealthBook {
             times_ejected = record.times_ejected,
             ejected_for_s = duration.as_secs_f64(),
             "endpoint ejected"
+        );
+        let labelled = total <= self.metrics_endpoint_limit;
+        crate::metrics::ejection(
+            &self.service,
+            crate::metrics::split_key(key).filter(|_| labelled),
         );
         Changes {
             republish: true,

@@ -112,6 +112,7 @@ struct Live {
     picked: Picked,
     service: Arc<str>,
     classifier: Arc<dyn Classify>,
+    measure: crate::metrics::AttemptMeasure,
 }
 
 /// The balancer's own timer, for a request that came without an
@@ -193,6 +194,12 @@ impl<F> Balanced<F> {
                 }
             }
         }
+        let (measure, active) = crate::metrics::AttemptMeasure::start(
+            pool.service(),
+            pool.metrics_label(&endpoint),
+            request.method(),
+        );
+        picked.set_active(active);
         if let Some(extensions) = request.extensions_mut() {
             extensions.insert(endpoint);
         }
@@ -206,6 +213,7 @@ impl<F> Balanced<F> {
                 picked,
                 service: pool.service_arc().clone(),
                 classifier: classifier.clone(),
+                measure,
             }),
             timer,
         })
@@ -234,7 +242,9 @@ where
                 };
                 let endpoint = live.picked.endpoint().clone();
                 // Dropped past its deadline: recorded as a timeout.
+                let waited = live.picked.elapsed_secs();
                 drop(live.picked);
+                live.measure.finish(&live.service, Err("timeout"), waited);
                 return Poll::Ready(Err(Error::AttemptTimeout {
                     service: live.service,
                     endpoint: Some(endpoint),
@@ -246,6 +256,7 @@ where
             mut picked,
             service,
             classifier,
+            measure,
         }) = this.live.take()
         else {
             return Poll::Ready(Err(Error::Config(
@@ -258,6 +269,7 @@ where
                 let status = response.status();
                 let verdict = classifier.classify_response(status, response.headers());
                 picked.record_head(verdict.outcome.is_failure());
+                measure.finish(&service, Ok(status.as_u16()), picked.elapsed_secs());
                 let extensions = response.extensions_mut();
                 extensions.insert(endpoint);
                 extensions.insert(verdict);
@@ -266,6 +278,8 @@ where
             Err(error) => {
                 let error: BoxError = error.into();
                 let verdict = classifier.classify_error(&*error);
+                let answer = Err(crate::metrics::failure_type(Some(verdict.outcome)));
+                measure.finish(&service, answer, picked.elapsed_secs());
                 picked.complete(verdict.outcome);
                 Err(Error::Inner {
                     service: Some(service),

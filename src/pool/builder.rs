@@ -30,6 +30,7 @@ pub struct PoolBuilder {
     slow_start: Option<Duration>,
     cancel_timeout: Option<Duration>,
     abandoned_body_timeout: Option<Duration>,
+    metrics_endpoint_limit: usize,
     seed: Option<u64>,
 }
 
@@ -54,6 +55,7 @@ impl PoolBuilder {
             slow_start: None,
             cancel_timeout: Some(DEFAULT_CANCEL_TIMEOUT),
             abandoned_body_timeout: None,
+            metrics_endpoint_limit: crate::metrics::DEFAULT_ENDPOINT_LIMIT,
             seed: None,
         }
     }
@@ -153,6 +155,16 @@ impl PoolBuilder {
         self
     }
 
+    /// Above `limit` endpoints (default 64), the pool's per-endpoint series
+    /// (feature `metrics`) go without `server.address` and `server.port`:
+    /// one series per service instead of one per instance, so that a large
+    /// registry cannot blow up the time-series database. See
+    /// [`metrics`](crate::metrics).
+    pub fn metrics_endpoint_limit(mut self, limit: usize) -> Self {
+        self.metrics_endpoint_limit = limit;
+        self
+    }
+
     /// A cancelled request never counts as a failure (its wait is still a
     /// latency sample).
     pub fn without_cancel_timeout(mut self) -> Self {
@@ -205,6 +217,7 @@ impl PoolBuilder {
                 slow_start: self.slow_start,
                 cancel_timeout: self.cancel_timeout,
                 abandoned_body_timeout: self.abandoned_body_timeout,
+                metrics_endpoint_limit: self.metrics_endpoint_limit,
                 rng,
                 driver: Mutex::new(DriverSlot::Waiting(self.source)),
                 driver_config: driver::DriverConfig {

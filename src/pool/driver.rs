@@ -129,12 +129,18 @@ pub(crate) async fn drive(pool: Weak<Shared>, home: SourceHome, config: DriverCo
     let Some(service) = pool.upgrade().map(|s| s.service.clone()) else {
         return;
     };
+    let limit = pool
+        .upgrade()
+        .map_or(crate::metrics::DEFAULT_ENDPOINT_LIMIT, |s| {
+            s.metrics_endpoint_limit
+        });
     let mut book = HealthBook::new(
         service,
         config.outlier,
         config.check,
         config.panic_threshold,
-    );
+    )
+    .with_metrics_endpoint_limit(limit);
     // Empty on the first start; on a restart (the runtime this task ran on
     // shut down), the set published before, so incremental updates apply to
     // it and endpoints keep their load history.
@@ -343,6 +349,7 @@ impl Shared {
         let first = {
             let mut status = self.status();
             status.updates += 1;
+            crate::metrics::discovery_update(&self.service);
             status.last_update = Some(Instant::now());
             status.stale = false;
             status.updates == 1
@@ -376,6 +383,21 @@ impl Shared {
         let all: Box<[Member]> = members.values().cloned().collect();
         let (eligible, panic) = book.eligible(&all);
         let was_panic = self.snapshot.load().panic;
+        let states = |state| {
+            all.iter()
+                .filter(|m| book.view(m.endpoint().key()).state == state)
+                .count()
+        };
+        #[cfg(feature = "metrics")]
+        crate::metrics::pool_state(
+            &self.service,
+            eligible.len(),
+            states(crate::health::HealthState::Ejected),
+            states(crate::health::HealthState::Unhealthy),
+            panic,
+        );
+        #[cfg(not(feature = "metrics"))]
+        let _ = states;
         if panic != was_panic {
             if panic {
                 tracing::warn!(
@@ -455,6 +477,10 @@ impl Shared {
         let mut status = self.status();
         status.errors += 1;
         status.stale = true;
+        let stale_for = status
+            .last_update
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        crate::metrics::discovery_error(&self.service, stale_for);
         status.last_error = Some(message);
     }
 

@@ -86,6 +86,9 @@ pub(crate) struct Shared {
     cancel_timeout: Option<Duration>,
     /// A body abandoned this long after its head counts as timed out.
     abandoned_body_timeout: Option<Duration>,
+    /// Above this many endpoints, series go without endpoint labels.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    metrics_endpoint_limit: usize,
     /// The pool's seeded sequence, when seeded.
     rng: Option<Arc<SeededRng>>,
     ready_timeout: Duration,
@@ -137,6 +140,23 @@ impl Pool {
     /// Starts configuring a pool for `service`, fed by `source`.
     pub fn builder(service: impl Into<String>, source: impl Discover) -> PoolBuilder {
         PoolBuilder::new(service.into(), Box::new(source))
+    }
+
+    /// `endpoint` as the label of its series, or `None` when the pool is
+    /// larger than its [metrics endpoint
+    /// limit](PoolBuilder::metrics_endpoint_limit) (and nothing at all
+    /// without the `metrics` feature).
+    pub(crate) fn metrics_label<'a>(&self, endpoint: &'a Endpoint) -> Option<&'a Endpoint> {
+        #[cfg(feature = "metrics")]
+        {
+            let size = self.shared.snapshot.load().all.len();
+            crate::metrics::labelled(endpoint, size, self.shared.metrics_endpoint_limit)
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = endpoint;
+            None
+        }
     }
 
     /// The logical service name.

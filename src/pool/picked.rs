@@ -64,6 +64,9 @@ pub struct Picked {
     head_at: Option<Instant>,
     /// The outcome has been recorded: drop only ends the flight.
     done: bool,
+    /// The attempt's `http.client.active_requests` share (feature
+    /// `metrics`; nothing otherwise), ended with the flight.
+    active: Option<crate::metrics::Active>,
 }
 
 impl Picked {
@@ -76,6 +79,7 @@ impl Picked {
             head_failed: None,
             head_at: None,
             done: false,
+            active: None,
         }
     }
 
@@ -174,6 +178,16 @@ impl Picked {
                 }
             }
         }
+    }
+
+    /// Counts the pick in the active-requests gauge until its flight ends.
+    pub(crate) fn set_active(&mut self, active: crate::metrics::Active) {
+        self.active = Some(active);
+    }
+
+    /// Seconds since the timer started (0 if it did not).
+    pub(crate) fn elapsed_secs(&self) -> f64 {
+        self.started.map_or(0.0, |t| t.elapsed().as_secs_f64())
     }
 
     /// Whether a body dropped now, unfinished, was abandoned past the pool's

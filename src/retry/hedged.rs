@@ -53,6 +53,7 @@ impl<S> Call<S> {
         let copy = if self.service.track.withdraw() {
             Req::replay(template)
         } else {
+            crate::metrics::budget_refusal(&self.service.name);
             tracing::debug!(
                 target: "tower_lb::retry",
                 service = %self.service.name,

@@ -88,12 +88,27 @@ pin_project! {
         #[pin]
         call: F,
         span: Span,
+        // For `tower_lb.call.duration` (feature `metrics`).
+        service: std::sync::Arc<str>,
+        method: http::Method,
+        started: tokio::time::Instant,
     }
 }
 
 impl<F> Traced<F> {
-    pub(super) fn new(call: F, span: Span) -> Self {
-        Self { call, span }
+    pub(super) fn new(
+        call: F,
+        span: Span,
+        service: std::sync::Arc<str>,
+        method: http::Method,
+    ) -> Self {
+        Self {
+            call,
+            span,
+            service,
+            method,
+            started: tokio::time::Instant::now(),
+        }
     }
 }
 
@@ -111,6 +126,12 @@ where
             ready!(this.call.poll(cx))
         };
         record_outcome(this.span, &result);
+        let answer = match &result {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(error) => Err(error_type(error)),
+        };
+        let seconds = this.started.elapsed().as_secs_f64();
+        crate::metrics::call(this.service, this.method, answer, seconds);
         if !this.span.is_disabled() {
             let attempts = match &result {
                 Ok(response) => response.extensions().get::<Attempts>().map(Attempts::count),
