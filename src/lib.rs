@@ -64,6 +64,10 @@
 //! - `dns`: [`discover::Dns`](discover) over hickory-resolver (needs Rust 1.88).
 //! - `etcd`: `discover::etcd`, watch a key prefix and register under a lease.
 //! - `file`: `discover::JsonFile`, a watched JSON file of endpoints.
+//! - `metrics`: the series listed in [`metrics`], through the `metrics`
+//!   facade.
+//! - `reqwest-middleware`: `client::LoadBalanceMiddleware`, balancing as a
+//!   link of a reqwest-middleware chain.
 //! - `tower-http`: [`classify::TowerHttp`](classify), tower-http's response
 //!   classifiers (`ServerErrorsAsFailures`, `GrpcErrorsAsFailures`, ...) as
 //!   the classifier.
