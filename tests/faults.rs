@@ -43,9 +43,20 @@ async fn client_with(
     urls: Vec<String>,
     balancer: impl tower_lb::balance::Balancer,
 ) -> (Client, LoadBalanceLayer) {
+    client_configured(urls, balancer, |pool| pool).await
+}
+
+/// The retry layer (deadline `DEADLINE`) over a balancer whose pool is
+/// configured by `configure`, over reqwest.
+async fn client_configured(
+    urls: Vec<String>,
+    balancer: impl tower_lb::balance::Balancer,
+    configure: impl Fn(PoolBuilder) -> PoolBuilder + Send + Sync + 'static,
+) -> (Client, LoadBalanceLayer) {
     let lb = LoadBalanceLayer::builder()
         .service("greet", Fixed::new(urls).unwrap())
         .balancer(balancer)
+        .configure_pools(configure)
         .build()
         .unwrap();
     lb.pool("greet").unwrap().ready().await.unwrap();
@@ -326,21 +337,8 @@ async fn trickle_run(
         GreetServer::start("b").await.unwrap(),
     ];
     let (trickle, _server) = trickling_server().await;
-    let lb = LoadBalanceLayer::builder()
-        .service(
-            "greet",
-            Fixed::new(vec![trickle.clone(), good[0].url(), good[1].url()]).unwrap(),
-        )
-        .balancer(balancer)
-        .configure_pools(configure)
-        .build()
-        .unwrap();
-    lb.pool("greet").unwrap().ready().await.unwrap();
-    let retry = RetryLayer::builder().deadline(DEADLINE).build().unwrap();
-    let client = ServiceBuilder::new()
-        .layer(retry)
-        .layer(lb.clone())
-        .service(support::reqwest_client());
+    let urls = vec![trickle.clone(), good[0].url(), good[1].url()];
+    let (client, lb) = client_configured(urls, balancer, configure).await;
     let outcome = run_with(&client, CALLS, Some(READ_TIMEOUT)).await;
     let was_ejected = ejected(&lb.pool("greet").unwrap().stats(), &trickle);
     println!(
