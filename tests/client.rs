@@ -217,3 +217,95 @@ async fn unknown_hosts_follow_the_balancers_setting() {
     assert!(matches!(error, Error::Request { .. }), "{error}");
     stop_all(instances).await;
 }
+
+/// `query`, `json` and `form` are encoded by the handle itself (reqwest's
+/// features of those names stay off, so a user's reqwest is not rebuilt):
+/// the request comes out as reqwest's own methods would make it.
+#[tokio::test]
+async fn the_builder_encodes_query_json_and_form_as_reqwest_does() {
+    let balancer = LoadBalanceLayer::builder()
+        .service("greet", Fixed::new(["http://127.0.0.1:9"]).unwrap())
+        .build()
+        .unwrap();
+    let client = Client::new(reqwest::Client::new(), balancer);
+    let body_of = |request: &reqwest::Request| {
+        request
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+    };
+
+    // Pairs are appended to a query the URL already has, in call order,
+    // percent-encoded.
+    let (request, _) = client
+        .get("http://greet/api/greet?lang=en")
+        .query(&[("name", "Alice & Bob")])
+        .query(&[("n", 2)])
+        .build()
+        .unwrap()
+        .into_parts();
+    assert_eq!(
+        request.url().as_str(),
+        "http://greet/api/greet?lang=en&name=Alice+%26+Bob&n=2"
+    );
+
+    let (request, _) = client
+        .post("http://greet/api/greet")
+        .json(&Name { name: "Bob" })
+        .build()
+        .unwrap()
+        .into_parts();
+    assert_eq!(request.headers()["content-type"], "application/json");
+    assert_eq!(body_of(&request).as_deref(), Some(r#"{"name":"Bob"}"#));
+
+    // A content type the caller set is kept.
+    let (request, _) = client
+        .post("http://greet/api/greet")
+        .header("content-type", "application/vnd.greet+json")
+        .json(&Name { name: "Bob" })
+        .build()
+        .unwrap()
+        .into_parts();
+    assert_eq!(
+        request.headers().get_all("content-type").iter().count(),
+        1,
+        "one content type"
+    );
+    assert_eq!(
+        request.headers()["content-type"],
+        "application/vnd.greet+json"
+    );
+
+    let (request, _) = client
+        .post("http://greet/api/greet")
+        .form(&[("name", "Bob"), ("city", "São Paulo")])
+        .build()
+        .unwrap()
+        .into_parts();
+    assert_eq!(
+        request.headers()["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    assert_eq!(
+        body_of(&request).as_deref(),
+        Some("name=Bob&city=S%C3%A3o+Paulo")
+    );
+
+    // What cannot be encoded fails the build with a typed error naming
+    // the part, and a copy of the builder fails the same way.
+    let nested = client
+        .get("http://greet/api/greet")
+        .query(&[("name", vec!["a", "b"])]);
+    let copy = nested.try_clone().unwrap();
+    for builder in [nested, copy] {
+        let error = builder.build().unwrap_err();
+        let Error::Request { source } = &error else {
+            panic!("expected Error::Request, got {error:?}");
+        };
+        let encode = source
+            .downcast_ref::<tower_lb::client::EncodeError>()
+            .expect("an EncodeError");
+        assert_eq!(encode.part, "query");
+        assert!(error.to_string().contains("could not be built"));
+    }
+}

@@ -1,6 +1,11 @@
 //! A client handle that keeps reqwest's API: `client.get(url).send()`
 //! through the balancer (and the retry layer, when wanted).
 //!
+//! The handle encodes `query`, `json` and `form` itself and turns on no
+//! reqwest feature, so your reqwest builds as you configured it; reading a
+//! response with `response.json()` takes reqwest's own `json` feature, in
+//! your Cargo.toml (`reqwest = { version = "0.13", features = ["json"] }`).
+//!
 //! ```no_run
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +37,7 @@
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
 mod request;
+mod urlencoded;
 
 use std::fmt;
 use std::sync::Arc;
@@ -43,7 +49,7 @@ use tower_service::Service;
 
 #[cfg(feature = "reqwest-middleware")]
 pub use middleware::{LoadBalanceMiddleware, TriedEndpoints};
-pub use request::RequestBuilder;
+pub use request::{EncodeError, RequestBuilder};
 
 use crate::request::WithExtensions;
 use crate::retry::{Retry, RetryLayer};

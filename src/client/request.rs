@@ -1,9 +1,10 @@
 //! [`RequestBuilder`]: reqwest's request builder, sent through the layers.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use http::{Extensions, Version};
 use serde::Serialize;
 
@@ -26,6 +27,31 @@ pub struct RequestBuilder {
     client: Client,
     builder: reqwest::RequestBuilder,
     extensions: Extensions,
+    // `query`, `json` and `form` are done here rather than by reqwest's
+    // methods of those names: those need reqwest's `query`, `json` and
+    // `form` features, and turning them on would recompile the user's own
+    // reqwest. The query pairs are appended when the request is built (a
+    // `reqwest::RequestBuilder` cannot change its URL), the body is set at
+    // once, and the content type is set at build time unless a header
+    // already names one, as reqwest does.
+    query: String,
+    content_type: Option<HeaderValue>,
+    error: Option<EncodeError>,
+}
+
+/// A value given to [`RequestBuilder::query`], [`json`](RequestBuilder::json)
+/// or [`form`](RequestBuilder::form) that could not be encoded: the source
+/// of the [`Error::Request`] that [`build`](RequestBuilder::build) and
+/// [`send`](RequestBuilder::send) return.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the request's {part} could not be encoded: {source}")]
+pub struct EncodeError {
+    /// `"query"`, `"json body"` or `"form body"`.
+    pub part: &'static str,
+    /// The encoder's error (shared, so that a
+    /// [`try_clone`](RequestBuilder::try_clone)d builder fails alike).
+    #[source]
+    pub source: Arc<dyn std::error::Error + Send + Sync + 'static>,
 }
 
 impl RequestBuilder {
@@ -34,7 +60,25 @@ impl RequestBuilder {
             client,
             builder,
             extensions: Extensions::new(),
+            query: String::new(),
+            content_type: None,
+            error: None,
         }
+    }
+
+    /// Keeps the first error of a builder method, for [`build`](Self::build).
+    fn fail(
+        mut self,
+        part: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        if self.error.is_none() {
+            self.error = Some(EncodeError {
+                part,
+                source: Arc::new(source),
+            });
+        }
+        self
     }
 
     /// Adds a header.
@@ -55,23 +99,53 @@ impl RequestBuilder {
         self
     }
 
-    /// Adds `query` to the URL's query string (serialized with
-    /// `serde_urlencoded`).
+    /// Adds `query` to the URL's query string: a struct, a map or a
+    /// sequence of `(key, value)` pairs, URL-encoded as reqwest's own
+    /// `query` does.
+    ///
+    /// A value that does not serialize to pairs makes [`build`](Self::build)
+    /// and [`send`](Self::send) fail with [`Error::Request`] (an
+    /// [`EncodeError`]); so do `json` and `form`.
     pub fn query<T: Serialize + ?Sized>(mut self, query: &T) -> Self {
-        self.builder = self.builder.query(query);
-        self
+        match super::urlencoded::encode(query) {
+            Ok(pairs) if pairs.is_empty() => self,
+            Ok(pairs) => {
+                if !self.query.is_empty() {
+                    self.query.push('&');
+                }
+                self.query.push_str(&pairs);
+                self
+            }
+            Err(error) => self.fail("query", error),
+        }
     }
 
-    /// Sends `json` as the body, with `Content-Type: application/json`.
+    /// Sends `json` as the body, with `Content-Type: application/json`
+    /// unless a header sets another.
     pub fn json<T: Serialize + ?Sized>(mut self, json: &T) -> Self {
-        self.builder = self.builder.json(json);
-        self
+        match serde_json::to_vec(json) {
+            Ok(body) => {
+                self.builder = self.builder.body(body);
+                self.content_type = Some(HeaderValue::from_static("application/json"));
+                self
+            }
+            Err(error) => self.fail("json body", error),
+        }
     }
 
-    /// Sends `form` as a URL-encoded form body.
+    /// Sends `form` as a URL-encoded form body, with `Content-Type:
+    /// application/x-www-form-urlencoded` unless a header sets another.
     pub fn form<T: Serialize + ?Sized>(mut self, form: &T) -> Self {
-        self.builder = self.builder.form(form);
-        self
+        match super::urlencoded::encode(form) {
+            Ok(body) => {
+                self.builder = self.builder.body(body);
+                self.content_type = Some(HeaderValue::from_static(
+                    "application/x-www-form-urlencoded",
+                ));
+                self
+            }
+            Err(error) => self.fail("form body", error),
+        }
     }
 
     /// Sets the body. A body in memory can be retried; a stream is sent
@@ -143,9 +217,28 @@ impl RequestBuilder {
     /// [`Error::Request`] when reqwest cannot build it (a bad header, a
     /// URL that does not parse).
     pub fn build(self) -> Result<WithExtensions<reqwest::Request>, Error> {
-        let request = self.builder.build().map_err(|source| Error::Request {
+        if let Some(error) = self.error {
+            return Err(Error::Request {
+                source: Box::new(error),
+            });
+        }
+        let mut request = self.builder.build().map_err(|source| Error::Request {
             source: source.into(),
         })?;
+        if !self.query.is_empty() {
+            let url = request.url_mut();
+            let query = match url.query() {
+                Some(existing) if !existing.is_empty() => format!("{existing}&{}", self.query),
+                _ => self.query,
+            };
+            url.set_query(Some(&query));
+        }
+        if let Some(content_type) = self.content_type {
+            request
+                .headers_mut()
+                .entry(CONTENT_TYPE)
+                .or_insert(content_type);
+        }
         Ok(WithExtensions::from_parts(request, self.extensions))
     }
 
@@ -163,6 +256,9 @@ impl RequestBuilder {
             client: self.client.clone(),
             builder: self.builder.try_clone()?,
             extensions: self.extensions.clone(),
+            query: self.query.clone(),
+            content_type: self.content_type.clone(),
+            error: self.error.clone(),
         })
     }
 }
