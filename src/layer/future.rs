@@ -115,11 +115,16 @@ struct Live {
     measure: crate::metrics::AttemptMeasure,
 }
 
-/// The balancer's own timer, for a request that came without an
-/// [`AttemptContext`]: no layer above bounds it, so this one does.
-struct Timer {
-    sleep: Pin<Box<Sleep>>,
-    timeout: Duration,
+pin_project! {
+    /// The balancer's own timer, for a request that came without an
+    /// [`AttemptContext`]: no layer above bounds it, so this one does.
+    /// Held in the future itself rather than boxed: one allocation less
+    /// per request.
+    #[project = TimerProj]
+    enum Timer {
+        Off,
+        On { #[pin] sleep: Sleep, timeout: Duration },
+    }
 }
 
 pin_project! {
@@ -130,7 +135,8 @@ pin_project! {
         #[pin]
         inner: F,
         live: Option<Live>,
-        timer: Option<Timer>,
+        #[pin]
+        timer: Timer,
     }
 }
 
@@ -173,7 +179,7 @@ impl<F> Balanced<F> {
                 reason,
             });
         }
-        let mut timer = None;
+        let mut timer = Timer::Off;
         let mut now = None;
         match AttemptContext::of(&request) {
             Some(context) => {
@@ -187,10 +193,12 @@ impl<F> Balanced<F> {
                 let read = *now.insert(Instant::now());
                 if let Some(deadline) = timeout.and_then(|t| read.checked_add(t)) {
                     picked.set_deadline(deadline);
-                    timer = timeout.map(|timeout| Timer {
-                        sleep: Box::pin(tokio::time::sleep_until(deadline)),
-                        timeout,
-                    });
+                    if let Some(timeout) = timeout {
+                        timer = Timer::On {
+                            sleep: tokio::time::sleep_until(deadline),
+                            timeout,
+                        };
+                    }
                 }
             }
         }
@@ -233,10 +241,10 @@ where
         let result = match this.inner.poll(cx) {
             Poll::Ready(result) => result,
             Poll::Pending => {
-                let Some(timer) = this.timer else {
+                let TimerProj::On { sleep, timeout } = this.timer.project() else {
                     return Poll::Pending;
                 };
-                ready!(timer.sleep.as_mut().poll(cx));
+                ready!(sleep.poll(cx));
                 let Some(live) = this.live.take() else {
                     return Poll::Pending;
                 };
@@ -248,7 +256,7 @@ where
                 return Poll::Ready(Err(Error::AttemptTimeout {
                     service: live.service,
                     endpoint: Some(endpoint),
-                    timeout: timer.timeout,
+                    timeout: *timeout,
                 }));
             }
         };
