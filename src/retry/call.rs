@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use std::future::Future;
-
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -73,10 +71,11 @@ where
         window: None,
         span: span.clone(),
     };
+    let trace = spans::CallTrace::new(span, name, method);
     if once {
-        return RetryFuture::new(traced(call.once(request.once()), span, name, method));
+        return RetryFuture::traced(call.once(request.once()), trace);
     }
-    RetryFuture::new(traced(call.run::<Req>(request, hedge), span, name, method))
+    RetryFuture::traced(call.run::<Req>(request, hedge), trace)
 }
 
 /// The state of one call.
@@ -97,20 +96,6 @@ pub(super) struct Call<S> {
     pub(super) window: Option<usize>,
     /// The call's span, the parent of its attempts'.
     pub(super) span: tracing::Span,
-}
-
-/// Runs `call` in its `span`, and writes how it ended there.
-fn traced<F, R>(
-    call: F,
-    span: tracing::Span,
-    service: Arc<str>,
-    method: http::Method,
-) -> spans::Traced<F>
-where
-    F: Future<Output = Result<R, Error>>,
-    R: BalancedResponse,
-{
-    spans::Traced::new(call, span, service, method)
 }
 
 impl<S> Call<S> {
@@ -140,18 +125,13 @@ impl<S> Call<S> {
         S::Error: Into<BoxError>,
         R: BalancedRequest,
     {
+        // The first attempt goes through the service `call` readied.
+        if !std::mem::take(&mut self.fresh) {
+            super::send::ready::<S, R>(&mut self.svc).await?;
+        }
         let number = self.attempts.count().saturating_add(1);
         let deadline = self.attempt_deadline();
-        let sent = send(
-            &mut self.svc,
-            &mut self.fresh,
-            request,
-            number,
-            avoid,
-            deadline,
-            &self.span,
-        )
-        .await?;
+        let sent = send(&mut self.svc, request, number, avoid, deadline, &self.span);
         self.attempts.sent(hedge);
         let kind = match (hedge, number) {
             (true, _) => "hedge",
