@@ -125,10 +125,36 @@ impl<S> Call<S> {
         S::Error: Into<BoxError>,
         R: BalancedRequest,
     {
-        // The first attempt goes through the service `call` readied.
-        if !std::mem::take(&mut self.fresh) {
-            super::send::ready::<S, R>(&mut self.svc).await?;
+        self.ready::<R>().await?;
+        Ok(self.send_now(request, avoid, hedge))
+    }
+
+    /// Readies the inner service for the next attempt; the first goes
+    /// through the service `call` readied.
+    pub(super) async fn ready<R>(&mut self) -> Result<(), Error>
+    where
+        S: Service<R>,
+        S::Error: Into<BoxError>,
+    {
+        if std::mem::take(&mut self.fresh) {
+            return Ok(());
         }
+        super::send::ready::<S, R>(&mut self.svc).await
+    }
+
+    /// [`send`](Self::send) through a service already readied: a plain
+    /// function, so that the hot path moves the request through no future
+    /// of its own.
+    pub(super) fn send_now<R>(
+        &mut self,
+        request: R,
+        avoid: Avoid,
+        hedge: bool,
+    ) -> super::send::InFlight<S::Future>
+    where
+        S: Service<R>,
+        R: BalancedRequest,
+    {
         let number = self.attempts.count().saturating_add(1);
         let deadline = self.attempt_deadline();
         let sent = send(&mut self.svc, request, number, avoid, deadline, &self.span);
@@ -139,7 +165,7 @@ impl<S> Call<S> {
             (false, _) => "retry",
         };
         crate::metrics::attempt_sent(&self.service.name, kind);
-        Ok(sent)
+        sent
     }
 
     /// A call of one attempt: opted out of retries, or a layer configured
@@ -151,7 +177,11 @@ impl<S> Call<S> {
         S::Error: Into<BoxError>,
         R: BalancedRequest,
     {
-        let sent = self.send(request, Avoid::new(), false).await?;
+        if !self.fresh {
+            self.ready::<R>().await?;
+        }
+        self.fresh = false;
+        let sent = self.send_now(request, Avoid::new(), false);
         let finished = sent
             .finish(&self.service.name, self.config.buffer_responses)
             .await;
@@ -170,9 +200,13 @@ impl<S> Call<S> {
         S::Response: BalancedResponse,
         S::Error: Into<BoxError>,
     {
-        // Boxed: a buffering body's future is large, and needed once.
-        let prepare = Box::pin(request.prepare(self.config.replay_limit));
-        let (template, mut first, replayable) = match prepare.await {
+        let limit = self.config.replay_limit;
+        let prepared = match request.prepare_now(limit) {
+            Ok(prepared) => Ok(prepared),
+            // Boxed: a buffering body's future is large, and needed once.
+            Err(request) => Box::pin(request.prepare(limit)).await,
+        };
+        let (template, mut first, replayable) = match prepared {
             Ok(Prepared::Replayable(template)) => (template, None, Ok(())),
             Ok(Prepared::Once {
                 request,
@@ -200,8 +234,12 @@ impl<S> Call<S> {
                 .and_then(|h| h.delay(self.service.track.latency.as_ref()));
             let (finished, reason) = match hedge_delay {
                 None => {
+                    if !self.fresh {
+                        self.ready::<Req::Sent>().await?;
+                    }
+                    self.fresh = false;
                     let avoid = self.avoid.clone();
-                    let sent = self.send(request, avoid, false).await?;
+                    let sent = self.send_now(request, avoid, false);
                     let finished = sent
                         .finish(&self.service.name, self.config.buffer_responses)
                         .await;
