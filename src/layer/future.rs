@@ -250,9 +250,11 @@ where
                 };
                 let endpoint = live.picked.endpoint().clone();
                 // Dropped past its deadline: recorded as a timeout.
-                let waited = live.picked.elapsed_secs();
+                // Read before the pick is dropped, only with metrics to feed.
+                let picked = &live.picked;
+                live.measure
+                    .finish(&live.service, Err("timeout"), || picked.elapsed_secs());
                 drop(live.picked);
-                live.measure.finish(&live.service, Err("timeout"), waited);
                 return Poll::Ready(Err(Error::AttemptTimeout {
                     service: live.service,
                     endpoint: Some(endpoint),
@@ -277,7 +279,7 @@ where
                 let status = response.status();
                 let verdict = classifier.classify_response(status, response.headers());
                 picked.record_head(verdict.outcome.is_failure());
-                measure.finish(&service, Ok(status.as_u16()), picked.elapsed_secs());
+                measure.finish(&service, Ok(status.as_u16()), || picked.elapsed_secs());
                 let extensions = response.extensions_mut();
                 extensions.insert(endpoint);
                 extensions.insert(verdict);
@@ -287,7 +289,7 @@ where
                 let error: BoxError = error.into();
                 let verdict = classifier.classify_error(&*error);
                 let answer = Err(crate::metrics::failure_type(Some(verdict.outcome)));
-                measure.finish(&service, answer, picked.elapsed_secs());
+                measure.finish(&service, answer, || picked.elapsed_secs());
                 picked.complete(verdict.outcome);
                 Err(Error::Inner {
                     service: Some(service),

@@ -99,13 +99,10 @@ pub(super) struct Call<S> {
 }
 
 impl<S> Call<S> {
-    /// When an attempt sent now is abandoned: its own timeout, or the
+    /// When an attempt sent `now` is abandoned: its own timeout, or the
     /// call's deadline if that comes first.
-    pub(super) fn attempt_deadline(&self) -> Option<Instant> {
-        let own = self
-            .config
-            .attempt_timeout
-            .and_then(|t| Instant::now().checked_add(t));
+    pub(super) fn attempt_deadline(&self, now: Instant) -> Option<Instant> {
+        let own = self.config.attempt_timeout.and_then(|t| now.checked_add(t));
         match (own, self.deadline) {
             (Some(own), Some(call)) => Some(own.min(call)),
             (own, call) => own.or(call),
@@ -156,8 +153,18 @@ impl<S> Call<S> {
         R: BalancedRequest,
     {
         let number = self.attempts.count().saturating_add(1);
-        let deadline = self.attempt_deadline();
-        let sent = send(&mut self.svc, request, number, avoid, deadline, &self.span);
+        // One clock reading for the deadline and the attempt's start.
+        let now = Instant::now();
+        let deadline = self.attempt_deadline(now);
+        let sent = send(
+            &mut self.svc,
+            request,
+            number,
+            avoid,
+            deadline,
+            now,
+            &self.span,
+        );
         self.attempts.sent(hedge);
         let kind = match (hedge, number) {
             (true, _) => "hedge",
@@ -329,7 +336,7 @@ impl<S> Call<S> {
         let outcome = match &finished.result {
             Ok(response) => {
                 if let Some(window) = &self.service.track.latency {
-                    window.record(finished.latency);
+                    window.record(finished.sent.elapsed());
                 }
                 AttemptOutcome::Response {
                     status: response.status(),

@@ -9,7 +9,6 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -35,12 +34,14 @@ pub(super) struct Finished<R> {
     pub(super) result: Result<R, Error>,
     /// Where it went, where known.
     pub(super) endpoint: Option<Endpoint>,
-    /// Time to the answer, for the service's latency window.
-    pub(super) latency: Duration,
+    /// When it was sent: the service's latency window (when there is one)
+    /// takes the time to the answer from it, read then.
+    pub(super) sent: Instant,
 }
 
 /// Sends `request` as attempt `number` through `svc` (readied by the
-/// caller), away from `avoid`, to be abandoned at `deadline`.
+/// caller), away from `avoid`, to be abandoned at `deadline`; `sent` is
+/// the clock's reading now.
 ///
 /// Not an `async fn`: the request and the attempt would be moved through
 /// one more future's state on every call.
@@ -50,6 +51,7 @@ pub(super) fn send<S, R>(
     number: u32,
     avoid: Avoid,
     deadline: Option<Instant>,
+    sent: Instant,
     call_span: &tracing::Span,
 ) -> InFlight<S::Future>
 where
@@ -70,7 +72,7 @@ where
     InFlight {
         future,
         context,
-        sent: Instant::now(),
+        sent,
         span,
     }
 }
@@ -228,7 +230,7 @@ where
         Poll::Ready(Finished {
             result,
             endpoint,
-            latency: this.sent.elapsed(),
+            sent: *this.sent,
         })
     }
 }

@@ -86,7 +86,8 @@ pub(crate) struct CallTrace {
     pub(crate) span: Span,
     service: std::sync::Arc<str>,
     method: http::Method,
-    started: tokio::time::Instant,
+    /// When the call started, read only for a metrics recorder.
+    started: Option<tokio::time::Instant>,
 }
 
 impl CallTrace {
@@ -95,7 +96,7 @@ impl CallTrace {
             span,
             service,
             method,
-            started: tokio::time::Instant::now(),
+            started: cfg!(feature = "metrics").then(tokio::time::Instant::now),
         }
     }
 
@@ -106,7 +107,7 @@ impl CallTrace {
             Ok(response) => Ok(response.status().as_u16()),
             Err(error) => Err(error_type(error)),
         };
-        let seconds = self.started.elapsed().as_secs_f64();
+        let seconds = || self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
         crate::metrics::call(&self.service, &self.method, answer, seconds);
         if !self.span.is_disabled() {
             let attempts = match result {
