@@ -61,6 +61,7 @@ where
     let call = Call {
         // A deadline past the clock's range is no deadline.
         deadline: config.deadline.and_then(|d| now.checked_add(d)),
+        started: Some(now),
         config: config.clone(),
         service,
         svc,
@@ -87,6 +88,10 @@ pub(super) struct Call<S> {
     pub(super) fresh: bool,
     /// The call's deadline.
     pub(super) deadline: Option<Instant>,
+    /// When the call started, until its first attempt takes it as its own
+    /// start: the first attempt is sent at once, and one clock reading
+    /// serves both.
+    pub(super) started: Option<Instant>,
     pub(super) idempotent: bool,
     pub(super) attempts: Attempts,
     /// The endpoints the next attempt avoids.
@@ -154,7 +159,7 @@ impl<S> Call<S> {
     {
         let number = self.attempts.count().saturating_add(1);
         // One clock reading for the deadline and the attempt's start.
-        let now = Instant::now();
+        let now = self.started.take().unwrap_or_else(Instant::now);
         let deadline = self.attempt_deadline(now);
         let sent = send(
             &mut self.svc,
@@ -211,7 +216,12 @@ impl<S> Call<S> {
         let prepared = match request.prepare_now(limit) {
             Ok(prepared) => Ok(prepared),
             // Boxed: a buffering body's future is large, and needed once.
-            Err(request) => Box::pin(request.prepare(limit)).await,
+            Err(request) => {
+                // Reading the body takes time: the first attempt reads the
+                // clock again.
+                self.started = None;
+                Box::pin(request.prepare(limit)).await
+            }
         };
         let (template, mut first, replayable) = match prepared {
             Ok(Prepared::Replayable(template)) => (template, None, Ok(())),
