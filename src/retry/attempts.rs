@@ -153,3 +153,26 @@ impl fmt::Display for NotRetried {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_listed_in_order_whether_one_or_several() {
+        let [a, b, c] =
+            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"].map(|e| Endpoint::new(e).unwrap());
+        let mut attempts = Attempts::default();
+        attempts.record(None);
+        assert!(attempts.endpoints().is_empty());
+        attempts.record(Some(a.clone()));
+        assert_eq!(attempts.endpoints(), std::slice::from_ref(&a));
+        attempts.record(Some(b.clone()));
+        attempts.record(Some(c.clone()));
+        assert_eq!(attempts.endpoints(), [a.clone(), b.clone(), c.clone()]);
+        assert_eq!(attempts.clone().into_endpoints(), vec![a.clone(), b, c]);
+        let mut one = Attempts::default();
+        one.record(Some(a.clone()));
+        assert_eq!(one.into_endpoints(), vec![a]);
+    }
+}

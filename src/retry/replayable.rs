@@ -239,3 +239,52 @@ fn prepared(
         reason: NotReplayable::Streaming,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::{Empty, Full};
+
+    use super::*;
+
+    #[test]
+    fn a_request_with_an_ended_body_is_prepared_at_once() {
+        let request = http::Request::get("http://greet/a")
+            .header("accept", "text/plain")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let Ok(Prepared::Replayable(template)) = request.prepare_now(1024) else {
+            panic!("an ended body has nothing to read");
+        };
+        assert_eq!(template.uri(), "http://greet/a");
+        assert_eq!(template.headers()["accept"], "text/plain");
+        assert!(template.body().data().is_empty());
+    }
+
+    #[test]
+    fn a_request_with_a_body_to_read_is_given_back() {
+        let request = http::Request::post("http://greet/a")
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .unwrap();
+        let Err(request) = request.prepare_now(1024) else {
+            panic!("a body to read is prepared by `prepare`");
+        };
+        assert_eq!(request.method(), http::Method::POST);
+    }
+
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn a_reqwest_request_is_prepared_at_once() {
+        let mut request =
+            reqwest::Request::new(http::Method::POST, "http://greet/a".parse().unwrap());
+        *request.body_mut() = Some("hello".into());
+        let Ok(Prepared::Replayable(template)) = request.prepare_now(1024) else {
+            panic!("a body in memory clones");
+        };
+        let copy = <reqwest::Request as ReplayableRequest>::replay(&template).unwrap();
+        assert_eq!(
+            copy.request().body().and_then(|b| b.as_bytes()),
+            Some(&b"hello"[..])
+        );
+    }
+}
