@@ -126,7 +126,13 @@ mod record {
         histogram!(names::REQUEST_DURATION, labels).record(seconds);
     }
 
-    pub(crate) fn call(svc: &str, method: &http::Method, answer: Answer, seconds: f64) {
+    pub(crate) fn call(
+        svc: &str,
+        method: &http::Method,
+        answer: Answer,
+        seconds: impl FnOnce() -> f64,
+    ) {
+        let seconds = seconds();
         let mut labels = vec![service(svc), Label::new(names::METHOD, method.to_string())];
         answer_label(&mut labels, answer);
         histogram!(names::CALL_DURATION, labels).record(seconds);
@@ -171,8 +177,10 @@ mod record {
             (measure, Active::start(svc, endpoint))
         }
 
-        pub(crate) fn finish(self, svc: &str, answer: Answer, seconds: f64) {
-            attempt(svc, self.endpoint.as_ref(), &self.method, answer, seconds);
+        /// Records the attempt; `seconds` reads the clock, so it is called
+        /// only here, with a recorder to feed.
+        pub(crate) fn finish(self, svc: &str, answer: Answer, seconds: impl FnOnce() -> f64) {
+            attempt(svc, self.endpoint.as_ref(), &self.method, answer, seconds());
         }
     }
 
@@ -245,9 +253,9 @@ mod record {
         pub(crate) fn start(_: &str, _: Option<&Endpoint>, _: &http::Method) -> (Self, Active) {
             (AttemptMeasure, Active)
         }
-        pub(crate) fn finish(self, _: &str, _: Answer, _: f64) {}
+        pub(crate) fn finish(self, _: &str, _: Answer, _: impl FnOnce() -> f64) {}
     }
-    pub(crate) fn call(_: &str, _: &http::Method, _: Answer, _: f64) {}
+    pub(crate) fn call(_: &str, _: &http::Method, _: Answer, _: impl FnOnce() -> f64) {}
     #[derive(Debug)]
     pub(crate) struct Active;
     impl Active {

@@ -56,7 +56,15 @@ pub(crate) fn userinfo(text: &str) -> Cow<'_, str> {
 /// Marks the credential headers of `headers` sensitive: `Debug` of the map
 /// (ours, hyper's, reqwest's) then hides their values.
 pub(crate) fn mark_sensitive(headers: &mut HeaderMap) {
+    // `entry` reserves room in the map even for a name it does not hold
+    // (an allocation for an empty map): look first.
+    if headers.is_empty() {
+        return;
+    }
     for name in &SENSITIVE_HEADERS {
+        if !headers.contains_key(name) {
+            continue;
+        }
         if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
             for value in entry.iter_mut() {
                 value.set_sensitive(true);

@@ -115,11 +115,16 @@ struct Live {
     measure: crate::metrics::AttemptMeasure,
 }
 
-/// The balancer's own timer, for a request that came without an
-/// [`AttemptContext`]: no layer above bounds it, so this one does.
-struct Timer {
-    sleep: Pin<Box<Sleep>>,
-    timeout: Duration,
+pin_project! {
+    /// The balancer's own timer, for a request that came without an
+    /// [`AttemptContext`]: no layer above bounds it, so this one does.
+    /// Held in the future itself rather than boxed: one allocation less
+    /// per request.
+    #[project = TimerProj]
+    enum Timer {
+        Off,
+        On { #[pin] sleep: Sleep, timeout: Duration },
+    }
 }
 
 pin_project! {
@@ -130,7 +135,8 @@ pin_project! {
         #[pin]
         inner: F,
         live: Option<Live>,
-        timer: Option<Timer>,
+        #[pin]
+        timer: Timer,
     }
 }
 
@@ -173,7 +179,7 @@ impl<F> Balanced<F> {
                 reason,
             });
         }
-        let mut timer = None;
+        let mut timer = Timer::Off;
         let mut now = None;
         match AttemptContext::of(&request) {
             Some(context) => {
@@ -187,10 +193,12 @@ impl<F> Balanced<F> {
                 let read = *now.insert(Instant::now());
                 if let Some(deadline) = timeout.and_then(|t| read.checked_add(t)) {
                     picked.set_deadline(deadline);
-                    timer = timeout.map(|timeout| Timer {
-                        sleep: Box::pin(tokio::time::sleep_until(deadline)),
-                        timeout,
-                    });
+                    if let Some(timeout) = timeout {
+                        timer = Timer::On {
+                            sleep: tokio::time::sleep_until(deadline),
+                            timeout,
+                        };
+                    }
                 }
             }
         }
@@ -233,22 +241,24 @@ where
         let result = match this.inner.poll(cx) {
             Poll::Ready(result) => result,
             Poll::Pending => {
-                let Some(timer) = this.timer else {
+                let TimerProj::On { sleep, timeout } = this.timer.project() else {
                     return Poll::Pending;
                 };
-                ready!(timer.sleep.as_mut().poll(cx));
+                ready!(sleep.poll(cx));
                 let Some(live) = this.live.take() else {
                     return Poll::Pending;
                 };
                 let endpoint = live.picked.endpoint().clone();
                 // Dropped past its deadline: recorded as a timeout.
-                let waited = live.picked.elapsed_secs();
+                // Read before the pick is dropped, only with metrics to feed.
+                let picked = &live.picked;
+                live.measure
+                    .finish(&live.service, Err("timeout"), || picked.elapsed_secs());
                 drop(live.picked);
-                live.measure.finish(&live.service, Err("timeout"), waited);
                 return Poll::Ready(Err(Error::AttemptTimeout {
                     service: live.service,
                     endpoint: Some(endpoint),
-                    timeout: timer.timeout,
+                    timeout: *timeout,
                 }));
             }
         };
@@ -269,7 +279,7 @@ where
                 let status = response.status();
                 let verdict = classifier.classify_response(status, response.headers());
                 picked.record_head(verdict.outcome.is_failure());
-                measure.finish(&service, Ok(status.as_u16()), picked.elapsed_secs());
+                measure.finish(&service, Ok(status.as_u16()), || picked.elapsed_secs());
                 let extensions = response.extensions_mut();
                 extensions.insert(endpoint);
                 extensions.insert(verdict);
@@ -279,7 +289,7 @@ where
                 let error: BoxError = error.into();
                 let verdict = classifier.classify_error(&*error);
                 let answer = Err(crate::metrics::failure_type(Some(verdict.outcome)));
-                measure.finish(&service, answer, picked.elapsed_secs());
+                measure.finish(&service, answer, || picked.elapsed_secs());
                 picked.complete(verdict.outcome);
                 Err(Error::Inner {
                     service: Some(service),

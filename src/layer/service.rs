@@ -29,12 +29,44 @@ pub struct LoadBalance<S> {
     router: Arc<Router>,
     /// One cached view per pool, in the router's order: this clone's picks
     /// skip the shared snapshot load.
-    pools: Vec<CachedPool>,
+    pools: Pools,
+}
+
+/// The cached views of a [`LoadBalance`]'s pools. One pool is held without
+/// a vector: the retry layer clones the service once per call, and a clone
+/// then allocates nothing.
+#[derive(Clone)]
+enum Pools {
+    One(CachedPool),
+    Many(Vec<CachedPool>),
+}
+
+impl Pools {
+    fn new(router: &Router) -> Self {
+        let mut pools: Vec<CachedPool> = router.pools().map(Pool::cached).collect();
+        match (pools.pop(), pools.is_empty()) {
+            (Some(only), true) => Pools::One(only),
+            (Some(last), false) => {
+                pools.push(last);
+                Pools::Many(pools)
+            }
+            (None, _) => Pools::Many(pools),
+        }
+    }
+
+    /// The view of the pool at `index` of the router's pools.
+    #[inline]
+    fn get_mut(&mut self, index: usize) -> Option<&mut CachedPool> {
+        match self {
+            Pools::One(pool) => (index == 0).then_some(pool),
+            Pools::Many(pools) => pools.get_mut(index),
+        }
+    }
 }
 
 impl<S> LoadBalance<S> {
     pub(crate) fn new(inner: S, router: Arc<Router>) -> Self {
-        let pools = router.pools().map(Pool::cached).collect();
+        let pools = Pools::new(&router);
         Self {
             inner,
             router,

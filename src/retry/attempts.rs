@@ -21,10 +21,14 @@ use crate::Endpoint;
 /// }
 /// # }
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Attempts {
     count: u32,
     hedges: u32,
+    /// The endpoint of a call's only attempt, held without a vector: most
+    /// calls make one, and an allocation per call is what this saves.
+    first: Option<Endpoint>,
+    /// Every endpoint, once there is more than one (`first` is then empty).
     endpoints: Vec<Endpoint>,
     not_retried: Option<NotRetried>,
 }
@@ -52,7 +56,10 @@ impl Attempts {
     /// attempt it dispatched is here; one that never reached a balancer
     /// (no endpoints) is not.
     pub fn endpoints(&self) -> &[Endpoint] {
-        &self.endpoints
+        match &self.first {
+            Some(first) => std::slice::from_ref(first),
+            None => &self.endpoints,
+        }
     }
 
     /// Set when the response is one the policy would have retried, with
@@ -69,9 +76,18 @@ impl Attempts {
     }
 
     pub(crate) fn record(&mut self, endpoint: Option<Endpoint>) {
-        if let Some(endpoint) = endpoint {
-            self.endpoints.push(endpoint);
+        let Some(endpoint) = endpoint else {
+            return;
+        };
+        if self.first.is_none() && self.endpoints.is_empty() {
+            self.first = Some(endpoint);
+            return;
         }
+        if let Some(first) = self.first.take() {
+            self.endpoints.reserve(2);
+            self.endpoints.push(first);
+        }
+        self.endpoints.push(endpoint);
     }
 
     pub(crate) fn stop(&mut self, why: NotRetried) {
@@ -79,7 +95,32 @@ impl Attempts {
     }
 
     pub(crate) fn into_endpoints(self) -> Vec<Endpoint> {
-        self.endpoints
+        match self.first {
+            Some(first) => vec![first],
+            None => self.endpoints,
+        }
+    }
+}
+
+impl PartialEq for Attempts {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count
+            && self.hedges == other.hedges
+            && self.endpoints() == other.endpoints()
+            && self.not_retried == other.not_retried
+    }
+}
+
+impl Eq for Attempts {}
+
+impl fmt::Debug for Attempts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempts")
+            .field("count", &self.count)
+            .field("hedges", &self.hedges)
+            .field("endpoints", &self.endpoints())
+            .field("not_retried", &self.not_retried)
+            .finish()
     }
 }
 
@@ -110,5 +151,28 @@ impl fmt::Display for NotRetried {
                 write!(f, "Retry-After asks for {wait:?}, longer than allowed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_listed_in_order_whether_one_or_several() {
+        let [a, b, c] =
+            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"].map(|e| Endpoint::new(e).unwrap());
+        let mut attempts = Attempts::default();
+        attempts.record(None);
+        assert!(attempts.endpoints().is_empty());
+        attempts.record(Some(a.clone()));
+        assert_eq!(attempts.endpoints(), std::slice::from_ref(&a));
+        attempts.record(Some(b.clone()));
+        attempts.record(Some(c.clone()));
+        assert_eq!(attempts.endpoints(), [a.clone(), b.clone(), c.clone()]);
+        assert_eq!(attempts.clone().into_endpoints(), vec![a.clone(), b, c]);
+        let mut one = Attempts::default();
+        one.record(Some(a.clone()));
+        assert_eq!(one.into_endpoints(), vec![a]);
     }
 }

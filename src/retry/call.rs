@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use std::future::Future;
-
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -63,6 +61,7 @@ where
     let call = Call {
         // A deadline past the clock's range is no deadline.
         deadline: config.deadline.and_then(|d| now.checked_add(d)),
+        started: Some(now),
         config: config.clone(),
         service,
         svc,
@@ -73,10 +72,11 @@ where
         window: None,
         span: span.clone(),
     };
+    let trace = spans::CallTrace::new(span, name, method);
     if once {
-        return RetryFuture::new(traced(call.once(request.once()), span, name, method));
+        return RetryFuture::traced(call.once(request.once()), trace);
     }
-    RetryFuture::new(traced(call.run::<Req>(request, hedge), span, name, method))
+    RetryFuture::traced(call.run::<Req>(request, hedge), trace)
 }
 
 /// The state of one call.
@@ -88,6 +88,10 @@ pub(super) struct Call<S> {
     pub(super) fresh: bool,
     /// The call's deadline.
     pub(super) deadline: Option<Instant>,
+    /// When the call started, until its first attempt takes it as its own
+    /// start: the first attempt is sent at once, and one clock reading
+    /// serves both.
+    pub(super) started: Option<Instant>,
     pub(super) idempotent: bool,
     pub(super) attempts: Attempts,
     /// The endpoints the next attempt avoids.
@@ -99,28 +103,11 @@ pub(super) struct Call<S> {
     pub(super) span: tracing::Span,
 }
 
-/// Runs `call` in its `span`, and writes how it ended there.
-fn traced<F, R>(
-    call: F,
-    span: tracing::Span,
-    service: Arc<str>,
-    method: http::Method,
-) -> spans::Traced<F>
-where
-    F: Future<Output = Result<R, Error>>,
-    R: BalancedResponse,
-{
-    spans::Traced::new(call, span, service, method)
-}
-
 impl<S> Call<S> {
-    /// When an attempt sent now is abandoned: its own timeout, or the
+    /// When an attempt sent `now` is abandoned: its own timeout, or the
     /// call's deadline if that comes first.
-    pub(super) fn attempt_deadline(&self) -> Option<Instant> {
-        let own = self
-            .config
-            .attempt_timeout
-            .and_then(|t| Instant::now().checked_add(t));
+    pub(super) fn attempt_deadline(&self, now: Instant) -> Option<Instant> {
+        let own = self.config.attempt_timeout.and_then(|t| now.checked_add(t));
         match (own, self.deadline) {
             (Some(own), Some(call)) => Some(own.min(call)),
             (own, call) => own.or(call),
@@ -140,18 +127,49 @@ impl<S> Call<S> {
         S::Error: Into<BoxError>,
         R: BalancedRequest,
     {
+        self.ready::<R>().await?;
+        Ok(self.send_now(request, avoid, hedge))
+    }
+
+    /// Readies the inner service for the next attempt; the first goes
+    /// through the service `call` readied.
+    pub(super) async fn ready<R>(&mut self) -> Result<(), Error>
+    where
+        S: Service<R>,
+        S::Error: Into<BoxError>,
+    {
+        if std::mem::take(&mut self.fresh) {
+            return Ok(());
+        }
+        super::send::ready::<S, R>(&mut self.svc).await
+    }
+
+    /// [`send`](Self::send) through a service already readied: a plain
+    /// function, so that the hot path moves the request through no future
+    /// of its own.
+    pub(super) fn send_now<R>(
+        &mut self,
+        request: R,
+        avoid: Avoid,
+        hedge: bool,
+    ) -> super::send::InFlight<S::Future>
+    where
+        S: Service<R>,
+        R: BalancedRequest,
+    {
         let number = self.attempts.count().saturating_add(1);
-        let deadline = self.attempt_deadline();
+        // One clock reading for the deadline and the attempt's start.
+        let now = self.started.take().unwrap_or_else(Instant::now);
+        let deadline = self.attempt_deadline(now);
         let sent = send(
             &mut self.svc,
-            &mut self.fresh,
             request,
             number,
             avoid,
             deadline,
+            now,
             &self.span,
-        )
-        .await?;
+        );
         self.attempts.sent(hedge);
         let kind = match (hedge, number) {
             (true, _) => "hedge",
@@ -159,7 +177,7 @@ impl<S> Call<S> {
             (false, _) => "retry",
         };
         crate::metrics::attempt_sent(&self.service.name, kind);
-        Ok(sent)
+        sent
     }
 
     /// A call of one attempt: opted out of retries, or a layer configured
@@ -171,7 +189,11 @@ impl<S> Call<S> {
         S::Error: Into<BoxError>,
         R: BalancedRequest,
     {
-        let sent = self.send(request, Avoid::new(), false).await?;
+        if !self.fresh {
+            self.ready::<R>().await?;
+        }
+        self.fresh = false;
+        let sent = self.send_now(request, Avoid::new(), false);
         let finished = sent
             .finish(&self.service.name, self.config.buffer_responses)
             .await;
@@ -190,9 +212,18 @@ impl<S> Call<S> {
         S::Response: BalancedResponse,
         S::Error: Into<BoxError>,
     {
-        // Boxed: a buffering body's future is large, and needed once.
-        let prepare = Box::pin(request.prepare(self.config.replay_limit));
-        let (template, mut first, replayable) = match prepare.await {
+        let limit = self.config.replay_limit;
+        let prepared = match request.prepare_now(limit) {
+            Ok(prepared) => Ok(prepared),
+            // Boxed: a buffering body's future is large, and needed once.
+            Err(request) => {
+                // Reading the body takes time: the first attempt reads the
+                // clock again.
+                self.started = None;
+                Box::pin(request.prepare(limit)).await
+            }
+        };
+        let (template, mut first, replayable) = match prepared {
             Ok(Prepared::Replayable(template)) => (template, None, Ok(())),
             Ok(Prepared::Once {
                 request,
@@ -220,8 +251,12 @@ impl<S> Call<S> {
                 .and_then(|h| h.delay(self.service.track.latency.as_ref()));
             let (finished, reason) = match hedge_delay {
                 None => {
+                    if !self.fresh {
+                        self.ready::<Req::Sent>().await?;
+                    }
+                    self.fresh = false;
                     let avoid = self.avoid.clone();
-                    let sent = self.send(request, avoid, false).await?;
+                    let sent = self.send_now(request, avoid, false);
                     let finished = sent
                         .finish(&self.service.name, self.config.buffer_responses)
                         .await;
@@ -311,7 +346,7 @@ impl<S> Call<S> {
         let outcome = match &finished.result {
             Ok(response) => {
                 if let Some(window) = &self.service.track.latency {
-                    window.record(finished.latency);
+                    window.record(finished.sent.elapsed());
                 }
                 AttemptOutcome::Response {
                     status: response.status(),

@@ -3,19 +3,49 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
+use super::spans::CallTrace;
+use crate::request::BalancedResponse;
 use crate::{BoxError, Error};
 
 /// The response future of [`Retry`](super::Retry).
 pub struct RetryFuture<R> {
     inner: Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 'static>>,
+    /// The call's span and metrics, when the call has a service.
+    trace: Option<Traced<R>>,
+}
+
+/// A call's trace, and how to write the call's outcome into it (a function
+/// of the response type, which the future's own impl does not bound).
+struct Traced<R> {
+    trace: CallTrace,
+    finish: fn(&CallTrace, &Result<R, Error>),
 }
 
 impl<R> RetryFuture<R> {
+    /// A call without a trace (no service to name).
     pub(crate) fn new(inner: impl Future<Output = Result<R, Error>> + Send + 'static) -> Self {
         Self {
             inner: Box::pin(inner),
+            trace: None,
+        }
+    }
+
+    /// A call run in `trace`'s span, which gets its outcome.
+    pub(crate) fn traced(
+        inner: impl Future<Output = Result<R, Error>> + Send + 'static,
+        trace: CallTrace,
+    ) -> Self
+    where
+        R: BalancedResponse,
+    {
+        Self {
+            inner: Box::pin(inner),
+            trace: Some(Traced {
+                trace,
+                finish: CallTrace::finish::<R>,
+            }),
         }
     }
 
@@ -30,7 +60,16 @@ impl<R> Future for RetryFuture<R> {
     type Output = Result<R, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        let this = &mut *self;
+        let Some(traced) = &this.trace else {
+            return this.inner.as_mut().poll(cx);
+        };
+        let result = {
+            let _entered = traced.trace.span.enter();
+            ready!(this.inner.as_mut().poll(cx))
+        };
+        (traced.finish)(&traced.trace, &result);
+        Poll::Ready(result)
     }
 }
 

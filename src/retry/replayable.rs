@@ -56,6 +56,16 @@ pub trait ReplayableRequest: BalancedRequest + Sized {
         limit: usize,
     ) -> impl Future<Output = Result<Prepared<Self::Sent, Self::Template>, BoxError>> + Send;
 
+    /// [`prepare`](Self::prepare) without waiting, when there is nothing to
+    /// read (no body, or one already in memory): what `prepare` would make,
+    /// or the request back (`Err`) for `prepare` to read. The retry layer
+    /// tries it first, which spares a call the boxed future `prepare` is
+    /// awaited in. The default gives the request back.
+    fn prepare_now(self, limit: usize) -> Result<Prepared<Self::Sent, Self::Template>, Self> {
+        let _ = limit;
+        Err(self)
+    }
+
     /// A copy of the template, ready to send; `None` when it cannot be
     /// copied after all.
     fn replay(template: &Self::Template) -> Option<Self::Sent>;
@@ -106,6 +116,18 @@ where
         }
     }
 
+    fn prepare_now(self, _limit: usize) -> Result<Prepared<Self::Sent, Self::Template>, Self> {
+        // A body that has ended has nothing to buffer, nor trailers.
+        if !self.body().is_end_stream() {
+            return Err(self);
+        }
+        let (parts, _) = self.into_parts();
+        Ok(Prepared::Replayable(http::Request::from_parts(
+            parts,
+            Buffered::default(),
+        )))
+    }
+
     fn replay(template: &Self::Template) -> Option<Self::Sent> {
         let mut request = http::Request::new(ReplayBody::from(template.body().clone()));
         *request.method_mut() = template.method().clone();
@@ -147,6 +169,12 @@ impl ReplayableRequest for reqwest::Request {
         WithExtensions::new(self).prepare(limit)
     }
 
+    fn prepare_now(self, limit: usize) -> Result<Prepared<Self::Sent, Self::Template>, Self> {
+        WithExtensions::new(self)
+            .prepare_now(limit)
+            .map_err(|request| request.into_parts().0)
+    }
+
     fn replay(template: &Self::Template) -> Option<Self::Sent> {
         WithExtensions::replay(template)
     }
@@ -168,22 +196,11 @@ impl ReplayableRequest for WithExtensions<reqwest::Request> {
         self,
         _limit: usize,
     ) -> Result<Prepared<Self::Sent, Self::Template>, BoxError> {
-        // A body in memory clones; a stream does not. The limit does not
-        // apply: the body is in memory already.
-        let request = self.request();
-        if request.body().is_none_or(|body| body.as_bytes().is_some()) {
-            return Ok(Prepared::Replayable(self));
-        }
-        let mut view = reqwest::Request::new(request.method().clone(), request.url().clone());
-        *view.headers_mut() = request.headers().clone();
-        *view.version_mut() = request.version();
-        *view.timeout_mut() = request.timeout().copied();
-        let view = WithExtensions::from_parts(view, self.extensions().clone());
-        Ok(Prepared::Once {
-            request: self,
-            view,
-            reason: NotReplayable::Streaming,
-        })
+        Ok(prepared(self))
+    }
+
+    fn prepare_now(self, _limit: usize) -> Result<Prepared<Self::Sent, Self::Template>, Self> {
+        Ok(prepared(self))
     }
 
     fn replay(template: &Self::Template) -> Option<Self::Sent> {
@@ -196,5 +213,78 @@ impl ReplayableRequest for WithExtensions<reqwest::Request> {
 
     fn once(self) -> Self::Sent {
         self
+    }
+}
+
+/// What a `reqwest::Request` makes, at once: the request itself when its
+/// body is in memory (it clones), sent once otherwise.
+#[cfg(feature = "reqwest")]
+fn prepared(
+    this: WithExtensions<reqwest::Request>,
+) -> Prepared<WithExtensions<reqwest::Request>, WithExtensions<reqwest::Request>> {
+    // A body in memory clones; a stream does not. The limit does not
+    // apply: the body is in memory already.
+    let request = this.request();
+    if request.body().is_none_or(|body| body.as_bytes().is_some()) {
+        return Prepared::Replayable(this);
+    }
+    let mut view = reqwest::Request::new(request.method().clone(), request.url().clone());
+    *view.headers_mut() = request.headers().clone();
+    *view.version_mut() = request.version();
+    *view.timeout_mut() = request.timeout().copied();
+    let view = WithExtensions::from_parts(view, this.extensions().clone());
+    Prepared::Once {
+        request: this,
+        view,
+        reason: NotReplayable::Streaming,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::{Empty, Full};
+
+    use super::*;
+
+    #[test]
+    fn a_request_with_an_ended_body_is_prepared_at_once() {
+        let request = http::Request::get("http://greet/a")
+            .header("accept", "text/plain")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let Ok(Prepared::Replayable(template)) = request.prepare_now(1024) else {
+            panic!("an ended body has nothing to read");
+        };
+        assert_eq!(template.uri(), "http://greet/a");
+        assert_eq!(template.headers()["accept"], "text/plain");
+        assert!(template.body().data().is_empty());
+    }
+
+    #[test]
+    fn a_request_with_a_body_to_read_is_given_back() {
+        let request = http::Request::post("http://greet/a")
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .unwrap();
+        let Err(request) = request.prepare_now(1024) else {
+            panic!("a body to read is prepared by `prepare`");
+        };
+        assert_eq!(request.method(), http::Method::POST);
+    }
+
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn a_reqwest_request_is_prepared_at_once() {
+        let mut request =
+            reqwest::Request::new(http::Method::POST, "http://greet/a".parse().unwrap());
+        *request.body_mut() = Some("hello".into());
+        let Ok(Prepared::Replayable(template)) = request.prepare_now(1024) else {
+            panic!("a body in memory clones");
+        };
+        let copy = <reqwest::Request as ReplayableRequest>::replay(&template).unwrap();
+        assert_eq!(
+            copy.request().body().and_then(|b| b.as_bytes()),
+            Some(&b"hello"[..])
+        );
     }
 }

@@ -6,18 +6,19 @@
 //! endpoint too.
 
 use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll, ready};
 
-use tokio::time::Instant;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
-use tracing::Instrument;
 
 use super::future::into_error;
 use crate::attempt::AttemptContext;
 use crate::balance::Avoid;
 use crate::classify::{FailureKind, Retryable, Verdict};
-use crate::request::{BalancedRequest, BalancedResponse};
+use crate::request::{BalancedRequest, BalancedResponse, BufferFuture};
 use crate::{BoxError, Endpoint, Error};
 
 /// An attempt sent and not yet finished.
@@ -33,29 +34,30 @@ pub(super) struct Finished<R> {
     pub(super) result: Result<R, Error>,
     /// Where it went, where known.
     pub(super) endpoint: Option<Endpoint>,
-    /// Time to the answer, for the service's latency window.
-    pub(super) latency: Duration,
+    /// When it was sent: the service's latency window (when there is one)
+    /// takes the time to the answer from it, read then.
+    pub(super) sent: Instant,
 }
 
-/// Readies `svc` (unless `call` already did: `fresh`) and sends `request`
-/// as attempt `number`, away from `avoid`, to be abandoned at `deadline`.
-pub(super) async fn send<S, R>(
+/// Sends `request` as attempt `number` through `svc` (readied by the
+/// caller), away from `avoid`, to be abandoned at `deadline`; `sent` is
+/// the clock's reading now.
+///
+/// Not an `async fn`: the request and the attempt would be moved through
+/// one more future's state on every call.
+pub(super) fn send<S, R>(
     svc: &mut S,
-    fresh: &mut bool,
     mut request: R,
     number: u32,
     avoid: Avoid,
     deadline: Option<Instant>,
+    sent: Instant,
     call_span: &tracing::Span,
-) -> Result<InFlight<S::Future>, Error>
+) -> InFlight<S::Future>
 where
     S: Service<R>,
-    S::Error: Into<BoxError>,
     R: BalancedRequest,
 {
-    if !std::mem::take(fresh) {
-        poll_fn(|cx| svc.poll_ready(cx)).await.map_err(into_error)?;
-    }
     let span = super::spans::attempt_span(call_span, number);
     let mut context = AttemptContext::new(number)
         .with_avoid(avoid)
@@ -67,12 +69,21 @@ where
         extensions.insert(context.clone());
     }
     let future = span.in_scope(|| svc.call(request));
-    Ok(InFlight {
+    InFlight {
         future,
         context,
-        sent: Instant::now(),
+        sent,
         span,
-    })
+    }
+}
+
+/// Readies `svc` for another attempt.
+pub(super) async fn ready<S, R>(svc: &mut S) -> Result<(), Error>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    poll_fn(|cx| svc.poll_ready(cx)).await.map_err(into_error)
 }
 
 impl<F> InFlight<F> {
@@ -84,59 +95,142 @@ impl<F> InFlight<F> {
     /// Waits for the answer, until the attempt's deadline; with `buffer`,
     /// reads a body of at most that many bytes to its end first, so that a
     /// body cut short is a failed attempt like any other.
-    pub(super) async fn finish<R, E>(self, service: &Arc<str>, buffer: Option<usize>) -> Finished<R>
-    where
-        F: Future<Output = Result<R, E>>,
-        R: BalancedResponse,
-        E: Into<BoxError>,
-    {
+    pub(super) fn finish<R>(self, service: &Arc<str>, buffer: Option<usize>) -> Finish<'_, F, R> {
         let InFlight {
             future,
             context,
             sent,
             span,
         } = self;
-        let answer = async {
-            let response = future.await.map_err(into_error)?;
-            let Some(limit) = buffer else {
-                return Ok(response);
-            };
-            match response.buffer_body(limit) {
-                Err(unbuffered) => Ok(unbuffered),
-                Ok(buffering) => buffering.await.map_err(|source| Error::Inner {
-                    service: Some(service.clone()),
-                    endpoint: context.endpoint().cloned(),
-                    // The rules' verdict on a body cut short; the balancer
-                    // below has counted it against the endpoint already.
-                    verdict: Some(Verdict::failure(FailureKind::Body, Retryable::IfIdempotent)),
-                    source,
-                }),
-            }
+        let timer = match context.deadline() {
+            Some(deadline) => Deadline::On {
+                sleep: tokio::time::sleep_until(deadline),
+                deadline,
+            },
+            None => Deadline::Off,
         };
+        Finish {
+            future,
+            timer,
+            buffering: None,
+            context,
+            sent,
+            span,
+            service,
+            buffer,
+            done: false,
+        }
+    }
+}
+
+pin_project! {
+    /// The attempt's deadline, when it has one.
+    #[project = DeadlineProj]
+    enum Deadline {
+        Off,
+        On { #[pin] sleep: Sleep, deadline: Instant },
+    }
+}
+
+pin_project! {
+    /// An attempt awaited: its answer within its deadline, its body read
+    /// first when the layer buffers responses. Written by hand rather than
+    /// as an `async fn` around `timeout_at` and `instrument`: each of those
+    /// would move the attempt's future once more per call.
+    pub(super) struct Finish<'a, F, R> {
+        #[pin]
+        future: F,
+        #[pin]
+        timer: Deadline,
+        // The response's body being read (`buffer`), once the head is in.
+        buffering: Option<BufferFuture<R>>,
+        context: AttemptContext,
+        sent: Instant,
+        span: tracing::Span,
+        service: &'a Arc<str>,
+        buffer: Option<usize>,
+        done: bool,
+    }
+}
+
+impl<F, R, E> Future for Finish<'_, F, R>
+where
+    F: Future<Output = Result<R, E>>,
+    R: BalancedResponse,
+    E: Into<BoxError>,
+{
+    type Output = Finished<R>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished<R>> {
+        let mut this = self.project();
+        if *this.done {
+            // Polled after it finished: nothing more will come.
+            return Poll::Pending;
+        }
         // The attempt's work (the balancer's poll, the client's) runs in
         // its span.
-        let answer = answer.instrument(span.clone());
-        let result = match context.deadline() {
-            None => answer.await,
-            Some(deadline) => match tokio::time::timeout_at(deadline, answer).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::AttemptTimeout {
-                    service: service.clone(),
-                    endpoint: context.endpoint().cloned(),
-                    timeout: deadline.saturating_duration_since(sent),
-                }),
-            },
+        let entered = this.span.enter();
+        let answer = loop {
+            if let Some(buffering) = this.buffering {
+                match buffering.as_mut().poll(cx) {
+                    Poll::Ready(Ok(response)) => break Some(Ok(response)),
+                    Poll::Ready(Err(source)) => {
+                        break Some(Err(Error::Inner {
+                            service: Some((*this.service).clone()),
+                            endpoint: this.context.endpoint().cloned(),
+                            // The rules' verdict on a body cut short; the
+                            // balancer below has counted it against the
+                            // endpoint already.
+                            verdict: Some(Verdict::failure(
+                                FailureKind::Body,
+                                Retryable::IfIdempotent,
+                            )),
+                            source,
+                        }));
+                    }
+                    Poll::Pending => break None,
+                }
+            }
+            match this.future.as_mut().poll(cx) {
+                Poll::Ready(Ok(response)) => match *this.buffer {
+                    None => break Some(Ok(response)),
+                    Some(limit) => match response.buffer_body(limit) {
+                        Err(unbuffered) => break Some(Ok(unbuffered)),
+                        // Polled on the loop's next turn.
+                        Ok(buffering) => *this.buffering = Some(buffering),
+                    },
+                },
+                Poll::Ready(Err(error)) => break Some(Err(into_error(error))),
+                Poll::Pending => break None,
+            }
         };
-        super::spans::record_outcome(&span, &result);
-        let endpoint = context.endpoint().cloned().or_else(|| match &result {
+        drop(entered);
+        let result = match answer {
+            Some(result) => result,
+            None => {
+                let DeadlineProj::On { sleep, deadline } = this.timer.project() else {
+                    return Poll::Pending;
+                };
+                ready!(sleep.poll(cx));
+                Err(Error::AttemptTimeout {
+                    service: (*this.service).clone(),
+                    endpoint: this.context.endpoint().cloned(),
+                    timeout: deadline.saturating_duration_since(*this.sent),
+                })
+            }
+        };
+        *this.done = true;
+        *this.buffering = None;
+        super::spans::record_outcome(this.span, &result);
+        let endpoint = this.context.endpoint().cloned().or_else(|| match &result {
             // A balancer that does not write the context may still say.
             Ok(response) => response.extensions().get::<Endpoint>().cloned(),
             Err(error) => error.endpoint().cloned(),
         });
-        Finished {
+        Poll::Ready(Finished {
             result,
             endpoint,
-            latency: sent.elapsed(),
-        }
+            sent: *this.sent,
+        })
     }
 }

@@ -14,11 +14,6 @@
 //! Spans are built only when a subscriber wants them; otherwise each costs
 //! one check of its callsite's interest.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
-use pin_project_lite::pin_project;
 use tracing::Span;
 use tracing::field::Empty;
 
@@ -80,68 +75,49 @@ pub(super) fn record_outcome<R: BalancedResponse>(span: &Span, result: &Result<R
     }
 }
 
-pin_project! {
-    /// A call's future polled in the call's span, which gets the call's
-    /// outcome when it ends. Written by hand rather than as an `async fn`,
-    /// which would hold the call's (large) state twice.
-    pub(crate) struct Traced<F> {
-        #[pin]
-        call: F,
-        span: Span,
-        // For `tower_lb.call.duration` (feature `metrics`).
-        service: std::sync::Arc<str>,
-        method: http::Method,
-        started: tokio::time::Instant,
-    }
+/// What a call's future needs to trace the call: the call's span, which
+/// its work runs in and which gets the call's outcome when it ends, and
+/// what `tower_lb.call.duration` (feature `metrics`) is labelled with.
+///
+/// Kept beside the call's boxed future in
+/// [`RetryFuture`](super::RetryFuture) rather than wrapped around it: the
+/// call's state is large, and a wrapper would move it once more per call.
+pub(crate) struct CallTrace {
+    pub(crate) span: Span,
+    service: std::sync::Arc<str>,
+    method: http::Method,
+    /// When the call started, read only for a metrics recorder.
+    started: Option<tokio::time::Instant>,
 }
 
-impl<F> Traced<F> {
-    pub(super) fn new(
-        call: F,
-        span: Span,
-        service: std::sync::Arc<str>,
-        method: http::Method,
-    ) -> Self {
+impl CallTrace {
+    pub(super) fn new(span: Span, service: std::sync::Arc<str>, method: http::Method) -> Self {
         Self {
-            call,
             span,
             service,
             method,
-            started: tokio::time::Instant::now(),
+            started: cfg!(feature = "metrics").then(tokio::time::Instant::now),
         }
     }
-}
 
-impl<F, R> Future for Traced<F>
-where
-    F: Future<Output = Result<R, Error>>,
-    R: BalancedResponse,
-{
-    type Output = Result<R, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = {
-            let _entered = this.span.enter();
-            ready!(this.call.poll(cx))
-        };
-        record_outcome(this.span, &result);
-        let answer = match &result {
+    /// Writes how the call ended into its span and its metrics.
+    pub(crate) fn finish<R: BalancedResponse>(&self, result: &Result<R, Error>) {
+        record_outcome(&self.span, result);
+        let answer = match result {
             Ok(response) => Ok(response.status().as_u16()),
             Err(error) => Err(error_type(error)),
         };
-        let seconds = this.started.elapsed().as_secs_f64();
-        crate::metrics::call(this.service, this.method, answer, seconds);
-        if !this.span.is_disabled() {
-            let attempts = match &result {
+        let seconds = || self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        crate::metrics::call(&self.service, &self.method, answer, seconds);
+        if !self.span.is_disabled() {
+            let attempts = match result {
                 Ok(response) => response.extensions().get::<Attempts>().map(Attempts::count),
                 Err(error) => error.attempts(),
             };
             if let Some(attempts) = attempts {
-                this.span.record("tower_lb.attempts", attempts);
+                self.span.record("tower_lb.attempts", attempts);
             }
         }
-        Poll::Ready(result)
     }
 }
 
