@@ -33,6 +33,11 @@
 //!     --callgrind-out-file=/tmp/cg.$n $B 2>&1 | grep 'refs'
 //! done
 //! ```
+//!
+//! Built with `--features metrics`, `E2E_BENCH_RECORDER=prometheus` installs
+//! a Prometheus recorder (no exporter) first, so that the count includes
+//! what recording the crate's series costs; without it the `metrics` facade
+//! hands every series to its no-op recorder.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -476,11 +481,27 @@ fn count(stack: &str, calls: u64) {
     });
 }
 
+/// Installs a Prometheus recorder when `E2E_BENCH_RECORDER=prometheus`.
+fn install_recorder() {
+    match std::env::var("E2E_BENCH_RECORDER").as_deref() {
+        Err(_) => {}
+        #[cfg(feature = "metrics")]
+        Ok("prometheus") => {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            metrics::set_global_recorder(recorder).expect("no recorder installed yet");
+        }
+        Ok(other) => {
+            panic!("E2E_BENCH_RECORDER={other}: only `prometheus`, with --features metrics")
+        }
+    }
+}
+
 fn main() {
     if std::env::var_os("E2E_BENCH_SERVE").is_some() {
         serve();
         return;
     }
+    install_recorder();
     if let Ok(spec) = std::env::var("E2E_BENCH_COUNT") {
         let (stack, calls) = spec
             .split_once(':')

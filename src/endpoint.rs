@@ -60,6 +60,10 @@ struct Inner {
     weight: u32,
     zone: Option<Box<str>>,
     metadata: BTreeMap<String, String>,
+    /// `server.address` and `server.port` as metric label values, made on
+    /// first use and then shared by every series of this endpoint.
+    #[cfg(feature = "metrics")]
+    labels: std::sync::OnceLock<crate::metrics::EndpointLabels>,
 }
 
 /// Why a string, address or weight could not become an [`Endpoint`].
@@ -223,8 +227,18 @@ impl Endpoint {
                 weight: 1,
                 zone: None,
                 metadata: BTreeMap::new(),
+                #[cfg(feature = "metrics")]
+                labels: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// This endpoint's metric label values, made once.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn metric_labels(&self) -> &crate::metrics::EndpointLabels {
+        self.inner
+            .labels
+            .get_or_init(|| crate::metrics::EndpointLabels::new(self.host(), self.port()))
     }
 
     /// Returns a copy with the given weight. Zero is rejected.

@@ -22,6 +22,9 @@
 //! | `tower_lb.discovery.errors` | counter | {error} | service |
 //! | `tower_lb.discovery.staleness` | gauge | s | service: seconds since the last good update, while the source fails (0 when fresh) |
 //!
+//! `http.request.method` is one of the nine standard methods, or `_OTHER`
+//! for any other (OpenTelemetry's rule: a method is not a free-form label).
+//!
 //! **Cardinality.** A pool of more than
 //! [`PoolBuilder::metrics_endpoint_limit`](crate::PoolBuilder::metrics_endpoint_limit)
 //! endpoints (64 by default) records its per-endpoint series without
@@ -81,16 +84,42 @@ pub mod names {
 
 use crate::Endpoint;
 
+#[cfg(feature = "metrics")]
+pub(crate) use record::EndpointLabels;
+
 /// `Ok(status)` when the attempt or call was answered, `Err(error.type)`
 /// otherwise.
 pub(crate) type Answer = Result<u16, &'static str>;
 
 #[cfg(feature = "metrics")]
 mod record {
-    use metrics::{Gauge, Label, counter, gauge, histogram};
+    use std::sync::{Arc, OnceLock};
+
+    use metrics::{Gauge, Label, SharedString, counter, gauge, histogram};
 
     use super::{Answer, names};
     use crate::Endpoint;
+
+    // Label values are built once and shared (a reference count per
+    // record) rather than formatted into new strings on every attempt:
+    // the recorder, or the no-op one, is handed the labels either way.
+
+    /// An endpoint's `server.address` and `server.port` values, kept on the
+    /// endpoint.
+    #[derive(Debug, Clone)]
+    pub(crate) struct EndpointLabels {
+        address: Arc<str>,
+        port: Arc<str>,
+    }
+
+    impl EndpointLabels {
+        pub(crate) fn new(host: &str, port: u16) -> Self {
+            Self {
+                address: host.into(),
+                port: port.to_string().into(),
+            }
+        }
+    }
 
     fn service(service: &str) -> Label {
         Label::new(names::SERVICE, service.to_owned())
@@ -98,17 +127,53 @@ mod record {
 
     fn endpoint_labels(labels: &mut Vec<Label>, endpoint: Option<&Endpoint>) {
         if let Some(endpoint) = endpoint {
+            let values = endpoint.metric_labels();
             labels.push(Label::new(
                 names::SERVER_ADDRESS,
-                endpoint.host().to_owned(),
+                SharedString::from_shared(values.address.clone()),
             ));
-            labels.push(Label::new(names::SERVER_PORT, endpoint.port().to_string()));
+            labels.push(Label::new(
+                names::SERVER_PORT,
+                SharedString::from_shared(values.port.clone()),
+            ));
+        }
+    }
+
+    /// The method as a label value: the standard ones without allocating.
+    fn method_label(method: &http::Method) -> Label {
+        let value = match *method {
+            http::Method::GET => SharedString::const_str("GET"),
+            http::Method::POST => SharedString::const_str("POST"),
+            http::Method::PUT => SharedString::const_str("PUT"),
+            http::Method::DELETE => SharedString::const_str("DELETE"),
+            http::Method::HEAD => SharedString::const_str("HEAD"),
+            http::Method::OPTIONS => SharedString::const_str("OPTIONS"),
+            http::Method::PATCH => SharedString::const_str("PATCH"),
+            http::Method::CONNECT => SharedString::const_str("CONNECT"),
+            http::Method::TRACE => SharedString::const_str("TRACE"),
+            // OpenTelemetry's convention for any other method.
+            _ => SharedString::const_str("_OTHER"),
+        };
+        Label::new(names::METHOD, value)
+    }
+
+    /// The status codes 100 to 999 as label values, made once per process.
+    fn status_value(status: u16) -> SharedString {
+        static STATUSES: OnceLock<Box<[Arc<str>]>> = OnceLock::new();
+        let table =
+            STATUSES.get_or_init(|| (100..1000).map(|s: u16| s.to_string().into()).collect());
+        match status
+            .checked_sub(100)
+            .and_then(|i| table.get(usize::from(i)))
+        {
+            Some(value) => SharedString::from_shared(value.clone()),
+            None => SharedString::from_owned(status.to_string()),
         }
     }
 
     fn answer_label(labels: &mut Vec<Label>, answer: Answer) {
         labels.push(match answer {
-            Ok(status) => Label::new(names::STATUS_CODE, status.to_string()),
+            Ok(status) => Label::new(names::STATUS_CODE, status_value(status)),
             Err(error) => Label::new(names::ERROR_TYPE, error),
         });
     }
@@ -120,7 +185,8 @@ mod record {
         answer: Answer,
         seconds: f64,
     ) {
-        let mut labels = vec![service(svc), Label::new(names::METHOD, method.to_string())];
+        let mut labels = Vec::with_capacity(5);
+        labels.extend([service(svc), method_label(method)]);
         endpoint_labels(&mut labels, endpoint);
         answer_label(&mut labels, answer);
         histogram!(names::REQUEST_DURATION, labels).record(seconds);
@@ -133,7 +199,8 @@ mod record {
         seconds: impl FnOnce() -> f64,
     ) {
         let seconds = seconds();
-        let mut labels = vec![service(svc), Label::new(names::METHOD, method.to_string())];
+        let mut labels = Vec::with_capacity(3);
+        labels.extend([service(svc), method_label(method)]);
         answer_label(&mut labels, answer);
         histogram!(names::CALL_DURATION, labels).record(seconds);
     }
@@ -144,7 +211,8 @@ mod record {
 
     impl Active {
         pub(crate) fn start(svc: &str, endpoint: Option<&Endpoint>) -> Self {
-            let mut labels = vec![service(svc)];
+            let mut labels = Vec::with_capacity(3);
+            labels.push(service(svc));
             endpoint_labels(&mut labels, endpoint);
             let gauge = gauge!(names::ACTIVE_REQUESTS, labels);
             gauge.increment(1.0);
