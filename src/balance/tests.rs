@@ -10,7 +10,7 @@ use crate::balance::*;
 use crate::pool::load::EndpointState;
 use crate::{Endpoint, Pool};
 
-fn members(weights: &[u32]) -> Vec<Member> {
+fn members(weights: &[u32]) -> Members {
     weights
         .iter()
         .enumerate()
@@ -33,7 +33,7 @@ fn members(weights: &[u32]) -> Vec<Member> {
         .collect()
 }
 
-fn shares(balancer: &dyn Balancer, members: &[Member], picks: usize) -> Vec<f64> {
+fn shares(balancer: &dyn Balancer, members: &Members, picks: usize) -> Vec<f64> {
     let picker = balancer.picker(members);
     let ctx = PickContext::new("svc");
     let mut counts = vec![0usize; members.len()];
@@ -88,7 +88,7 @@ fn unweighted_balancers_spread_evenly() {
 
 /// Runs `picks` requests with `concurrency` in flight at once, all taking
 /// equally long (first in, first out), and returns each endpoint's share.
-fn shares_under_load(balancer: &dyn Balancer, members: &[Member], concurrency: usize) -> Vec<f64> {
+fn shares_under_load(balancer: &dyn Balancer, members: &Members, concurrency: usize) -> Vec<f64> {
     let picker = balancer.picker(members);
     let ctx = PickContext::new("svc");
     let mut in_flight = VecDeque::new();
@@ -212,7 +212,7 @@ fn hashers() -> Vec<ConsistentHash> {
 }
 
 /// Where each of `keys` goes with `members`, by endpoint key.
-fn placement(balancer: &ConsistentHash, members: &[Member], keys: usize) -> Vec<String> {
+fn placement(balancer: &ConsistentHash, members: &Members, keys: usize) -> Vec<String> {
     let picker = balancer.picker(members);
     (0..keys)
         .map(|k| {
@@ -250,7 +250,7 @@ fn consistent_hash_is_stable_balanced_and_minimally_disrupted() {
 
         // Remove one: only its keys move, about 1/n of them.
         let removed = all[3].endpoint().key().to_string();
-        let fewer: Vec<Member> = all
+        let fewer: Members = all
             .iter()
             .filter(|m| m.endpoint().key() != removed)
             .cloned()
@@ -450,7 +450,7 @@ fn raw_integer_custom_keys_spread_like_hashed_ones() {
 #[test]
 fn peak_ewma_does_not_starve_an_endpoint_it_has_not_heard_from() {
     let members = members(&[1, 1, 1]);
-    for m in &members[..2] {
+    for m in members.iter().take(2) {
         m.state()
             .record(Some(std::time::Duration::from_millis(1)), false);
     }

@@ -43,7 +43,7 @@ pub use book::HealthState;
 pub use check::HealthCheck;
 pub use outlier::OutlierDetection;
 
-pub(crate) use book::{Changes, HealthBook, HealthView, remaining};
+pub(crate) use book::{Changes, HealthBook, Views, remaining};
 pub(crate) use outlier::PassiveMonitor;
 pub(crate) use prober::run as run_checks;
 
