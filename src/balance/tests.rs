@@ -213,7 +213,11 @@ fn hashers() -> Vec<ConsistentHash> {
 
 /// Where each of `keys` goes with `members`, by endpoint key.
 fn placement(balancer: &ConsistentHash, members: &Members, keys: usize) -> Vec<String> {
-    let picker = balancer.picker(members);
+    placement_by(&*balancer.picker(members), members, keys)
+}
+
+/// Where each of `keys` goes through `picker` (made for `members`).
+fn placement_by(picker: &dyn Picker, members: &Members, keys: usize) -> Vec<String> {
     (0..keys)
         .map(|k| {
             let headers = keyed(&format!("user-{k}"));
@@ -473,4 +477,100 @@ fn peak_ewma_does_not_herd_onto_the_neighbour_of_slow_endpoints() {
     }
     let seen = shares(&PeakEwma::new(), &members, 20_000);
     assert!((seen[8] - seen[9]).abs() < 0.05, "{seen:?}");
+}
+
+/// Maglev's table followed through changes (`Picker::update`, as the pool
+/// does for a change of a few endpoints) keeps the rebuild's bounds: only
+/// the keys of the endpoint that left move, about 1/n of them; a new one
+/// takes about 1/(n+1), and only keys that move to it move; shares stay fair.
+#[test]
+fn maglev_updated_in_place_is_minimally_disrupted_and_balanced() {
+    use crate::pool::members::MemberList;
+
+    let n = 10;
+    let keys = 20_000;
+    let balancer = &hashers()[0];
+    assert_eq!(balancer.name(), "maglev");
+    let mut list = MemberList::default();
+    for m in members(&vec![1; n + 1]).iter().take(n) {
+        list.push(m.clone());
+    }
+    let (all, _) = list.publish();
+    let picker = balancer.picker(&all);
+    let before = placement_by(&*picker, &all, keys);
+    assert_eq!(
+        before,
+        placement(balancer, &all, keys),
+        "a fresh build agrees"
+    );
+
+    let removed = all[3].endpoint().key().to_string();
+    list.swap_remove(3);
+    let (fewer, changes) = list.publish();
+    let changes = changes.expect("one change is logged");
+    let picker = picker
+        .update(&fewer, &changes)
+        .expect("maglev follows a removal");
+    let after = placement_by(&*picker, &fewer, keys);
+    let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    let moved_elsewhere = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b != a && **b != removed)
+        .count();
+    let fraction = moved as f64 / keys as f64;
+    assert!(
+        (0.07..0.14).contains(&fraction),
+        "{fraction} moved on removal"
+    );
+    assert_eq!(moved_elsewhere, 0, "only the removed endpoint's keys move");
+    for m in fewer.iter() {
+        let share = after.iter().filter(|k| *k == m.endpoint().key()).count() as f64 / keys as f64;
+        assert!(
+            (share - 1.0 / 9.0).abs() < 0.03,
+            "share {share} after removal"
+        );
+    }
+
+    let added_member = members(&vec![1; n + 1])[n].clone();
+    let added = added_member.endpoint().key().to_string();
+    list.push(added_member);
+    let (more, changes) = list.publish();
+    let picker = picker
+        .update(&more, &changes.expect("logged"))
+        .expect("maglev follows an addition");
+    let again = placement_by(&*picker, &more, keys);
+    let moved = after.iter().zip(&again).filter(|(b, a)| b != a).count();
+    let fraction = moved as f64 / keys as f64;
+    assert!(
+        (0.06..0.13).contains(&fraction),
+        "{fraction} moved on addition"
+    );
+    assert!(
+        after.iter().zip(&again).all(|(b, a)| b == a || *a == added),
+        "keys move only to the new endpoint"
+    );
+    for m in more.iter() {
+        let share = again.iter().filter(|k| *k == m.endpoint().key()).count() as f64 / keys as f64;
+        assert!((share - 0.1).abs() < 0.03, "share {share} after addition");
+    }
+}
+
+/// A change of weight (or a resize of the table) is not followed: the
+/// pool rebuilds.
+#[test]
+fn maglev_declines_a_weight_change() {
+    use crate::pool::members::MemberList;
+
+    let balancer = &hashers()[0];
+    let mut list = MemberList::default();
+    for m in members(&[1, 1, 1]).iter() {
+        list.push(m.clone());
+    }
+    let (all, _) = list.publish();
+    let picker = balancer.picker(&all);
+    let heavier = members(&[1, 3, 1])[1].clone();
+    list.replace(1, heavier);
+    let (changed, changes) = list.publish();
+    assert!(picker.update(&changed, &changes.unwrap()).is_none());
 }

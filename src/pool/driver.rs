@@ -24,9 +24,10 @@ use crate::balance::rng::{self, SeededRng};
 use crate::discover::{BoxDiscover, Discover, Update};
 use crate::error::chain_message;
 use crate::health::{
-    Changes, HealthBook, HealthCheck, HealthEvent, OutlierDetection, PassiveMonitor, Views,
+    Changes, HealthBook, HealthCheck, HealthEvent, MonitorShared, OutlierDetection, PassiveMonitor,
+    Views,
 };
-use crate::pool::load::EndpointState;
+use crate::pool::load::{EndpointState, StateSettings};
 use crate::pool::roster::{Roster, Upserted};
 use crate::pool::{Shared, Snapshot};
 
@@ -146,6 +147,12 @@ pub(crate) async fn drive(pool: Weak<Shared>, home: SourceHome, config: DriverCo
         config.panic_threshold,
     )
     .with_metrics_endpoint_limit(limit);
+    let Some(makers) = pool
+        .upgrade()
+        .map(|shared| StateMakers::new(&shared, book.outlier(), &health_tx))
+    else {
+        return;
+    };
     // Empty on the first start; on a restart (the runtime this task ran on
     // shut down), the set published before, so incremental updates apply to
     // it and endpoints keep their load history.
@@ -180,7 +187,7 @@ pub(crate) async fn drive(pool: Weak<Shared>, home: SourceHome, config: DriverCo
                 while let Some(event) = next.take() {
                     match event {
                         SourceEvent::Update(update) => {
-                            applied |= shared.apply(&mut roster, &mut book, update, &health_tx);
+                            applied |= shared.apply(&mut roster, &mut book, update, &makers);
                         }
                         SourceEvent::Failed { error, failures, retry_in } => {
                             shared.record_error(&*error, failures, retry_in);
@@ -336,17 +343,15 @@ impl Shared {
         roster: &mut Roster,
         book: &mut HealthBook,
         update: Update,
-        health: &UnboundedSender<HealthEvent>,
+        makers: &StateMakers,
     ) -> bool {
         let before = roster.len();
         // Slow start is for endpoints that join a running pool, not for the
         // first set, where every endpoint would ramp together.
         let ramp = self.slow_start.is_some() && self.status().updates > 0;
-        let outlier = *book.outlier();
         let factory = StateFactory {
             shared: self,
-            health,
-            outlier: &outlier,
+            makers,
             ramp,
         };
         let upsert = |roster: &mut Roster, book: &mut HealthBook, endpoint: Endpoint| {
@@ -569,25 +574,49 @@ impl Shared {
 /// Makes the live state of endpoints that join the pool.
 struct StateFactory<'a> {
     shared: &'a Shared,
-    health: &'a UnboundedSender<HealthEvent>,
-    outlier: &'a OutlierDetection,
+    makers: &'a StateMakers,
     ramp: bool,
+}
+
+/// What every endpoint state the driver makes shares: one copy per pool.
+pub(crate) struct StateMakers {
+    settings: Arc<StateSettings>,
+    /// With outlier detection on.
+    monitor: Option<Arc<MonitorShared>>,
+}
+
+impl StateMakers {
+    fn new(
+        shared: &Shared,
+        outlier: &OutlierDetection,
+        health: &UnboundedSender<HealthEvent>,
+    ) -> Self {
+        Self {
+            settings: Arc::new(StateSettings::new(
+                shared.tracking,
+                shared.total_in_flight.clone(),
+                shared.cancel_timeout,
+                shared.abandoned_body_timeout,
+            )),
+            monitor: outlier
+                .enabled
+                .then(|| Arc::new(MonitorShared::new(*outlier, health.clone()))),
+        }
+    }
 }
 
 impl StateFactory<'_> {
     fn new_state(&self, endpoint: &Endpoint) -> EndpointState {
         let passive = self
-            .outlier
-            .enabled
-            .then(|| PassiveMonitor::new(*self.outlier, endpoint.key(), self.health.clone()));
-        let state = EndpointState::new(
-            self.shared.tracking,
-            self.shared.total_in_flight.clone(),
+            .makers
+            .monitor
+            .as_ref()
+            .map(|shared| PassiveMonitor::shared(shared.clone(), endpoint.key()));
+        let state = EndpointState::with_settings(
+            self.makers.settings.clone(),
             passive,
             self.shared.clock.clone(),
-            self.shared.cancel_timeout,
-        )
-        .with_abandoned_body_timeout(self.shared.abandoned_body_timeout);
+        );
         if self.ramp {
             state.begin_ramp();
         }
@@ -598,6 +627,65 @@ impl StateFactory<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    use crate::Pool;
+    use crate::balance::{Balancer, Members, PickContext, Picker};
+    use crate::discover::Push;
+
+    /// Round robin's picks, but every publication builds afresh and is
+    /// counted.
+    #[derive(Debug)]
+    struct Counting(Arc<AtomicUsize>);
+
+    struct First;
+
+    impl Balancer for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn picker(&self, _members: &Members) -> Box<dyn Picker> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Box::new(First)
+        }
+    }
+
+    impl Picker for First {
+        fn pick(&self, members: &Members, _ctx: &PickContext<'_>) -> Option<usize> {
+            (!members.is_empty()).then_some(0)
+        }
+    }
+
+    /// A registry storm (1,000 single inserts queued at once) is applied
+    /// in a few publications, not one per update.
+    #[tokio::test]
+    async fn queued_updates_are_coalesced_into_few_publications() {
+        let builds = Arc::new(AtomicUsize::new(0));
+        let (source, handle) = Push::new();
+        let pool = Pool::builder("storm", source)
+            .balancer(Counting(builds.clone()))
+            .build();
+        handle.replace(["10.0.0.1:80"]).unwrap();
+        pool.ready().await.unwrap();
+        let before = builds.load(Ordering::Relaxed);
+        for i in 0..1_000 {
+            handle
+                .add(format!("10.1.{}.{}:80", i / 250, i % 250 + 1).as_str())
+                .unwrap();
+        }
+        for _ in 0..1_000_000 {
+            if pool.len() == 1_001 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.len(), 1_001);
+        let publications = builds.load(Ordering::Relaxed) - before;
+        assert!(
+            (1..=50).contains(&publications),
+            "{publications} publications for 1,000 queued updates"
+        );
+    }
 
     #[test]
     fn backoff_grows_and_caps() {
