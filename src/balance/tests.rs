@@ -574,3 +574,37 @@ fn maglev_declines_a_weight_change() {
     let (changed, changes) = list.publish();
     assert!(picker.update(&changed, &changes.unwrap()).is_none());
 }
+
+/// Several changes in one update, an endpoint added and removed again
+/// among them: the table points only at members that are there, each
+/// with a fair share.
+#[test]
+fn maglev_follows_a_batch_with_an_endpoint_added_and_removed() {
+    use crate::pool::members::MemberList;
+
+    let balancer = &hashers()[0];
+    let pool = members(&vec![1; 14]);
+    let mut list = MemberList::default();
+    for m in pool.iter().take(10) {
+        list.push(m.clone());
+    }
+    let (all, _) = list.publish();
+    let picker = balancer.picker(&all);
+    list.push(pool[10].clone());
+    list.push(pool[11].clone());
+    list.swap_remove(10);
+    list.swap_remove(0);
+    list.push(pool[12].clone());
+    let (changed, changes) = list.publish();
+    assert_eq!(changed.len(), 11);
+    let picker = picker
+        .update(&changed, &changes.expect("logged"))
+        .expect("maglev follows");
+    let placed = placement_by(&*picker, &changed, 20_000);
+    for m in changed.iter() {
+        let share = placed.iter().filter(|k| *k == m.endpoint().key()).count() as f64 / 20_000.0;
+        assert!((share - 1.0 / 11.0).abs() < 0.03, "share {share}");
+    }
+    let gone = [pool[0].endpoint().key(), pool[10].endpoint().key()];
+    assert!(placed.iter().all(|k| !gone.contains(&k.as_str())));
+}

@@ -122,6 +122,8 @@ impl StateSettings {
 }
 
 impl EndpointState {
+    /// A state with settings of its own, for tests.
+    #[cfg(test)]
     pub(crate) fn new(
         tracking: LoadTracking,
         pool_in_flight: Option<Arc<AtomicUsize>>,

@@ -220,8 +220,10 @@ impl Chunk {
 }
 
 /// Above this many edits between two publications, pickers are rebuilt
-/// rather than told each edit (a full replacement, a big batch).
-const MAX_LOGGED: usize = 64;
+/// rather than told each edit (a full replacement, a big batch). A burst
+/// the driver drains at once (up to its batch of 1,024 updates) stays
+/// under it, so a registry storm is followed, not rebuilt for.
+const MAX_LOGGED: usize = 4_096;
 
 /// The driver's editable member list: the same chunks as the last
 /// [`Members`] it published, copied chunk by chunk as edits touch them, and
@@ -362,7 +364,7 @@ mod tests {
     fn edits_match_a_vec_and_share_untouched_chunks() {
         let mut list = MemberList::default();
         let mut model: Vec<Member> = Vec::new();
-        for i in 0..3 * CHUNK + 7 {
+        for i in 0..MAX_LOGGED + 7 {
             list.push(member(i));
             model.push(member(i));
         }
@@ -380,7 +382,7 @@ mod tests {
             Some(vec![
                 Change::Removed {
                     index: 5,
-                    last: 3 * CHUNK + 6
+                    last: MAX_LOGGED + 6
                 },
                 Change::Replaced { index: 7 },
             ])
@@ -398,7 +400,7 @@ mod tests {
         assert!(Arc::ptr_eq(&before.chunks[2], &after.chunks[2]));
         assert!(!Arc::ptr_eq(&before.chunks[0], &after.chunks[0]));
         // The snapshot published first is unchanged.
-        assert_eq!(before.len(), 3 * CHUNK + 7);
+        assert_eq!(before.len(), MAX_LOGGED + 7);
         assert_eq!(before[5].endpoint().key(), member(5).endpoint().key());
     }
 

@@ -7,6 +7,7 @@
 //! hashed to it move.
 
 use crate::balance::hash::hasher::hash_seeded;
+use crate::balance::hash::slots::{Slots, SlotsMut};
 use crate::balance::{Change, Member, Members};
 
 /// The smallest table is a prime at least this large...
@@ -17,6 +18,9 @@ const SLOTS_PER_ENDPOINT: u64 = 20;
 /// An incremental update copies the table and scans it once per removal;
 /// above this many slots scanned in one update, rebuilding is as cheap.
 const MAX_UPDATE_SCAN: u64 = 1 << 24;
+/// How far along the table a freed slot looks for an owner below its
+/// share before it settles for the first owner it met.
+const MAX_WALK: usize = 64;
 
 /// The table's size for `n` endpoints: the first prime at or above
 /// `MIN_SIZE · 2^k` that gives every endpoint `SLOTS_PER_ENDPOINT` slots.
@@ -35,14 +39,14 @@ pub(crate) fn size_for(n: usize) -> u64 {
 /// A Maglev table and how many slots each member owns (the counts are what
 /// an incremental update needs to keep the shares fair).
 pub(crate) struct Table {
-    pub(crate) slots: Box<[u32]>,
+    pub(crate) slots: Slots,
     pub(crate) counts: Box<[u32]>,
 }
 
 impl Table {
     pub(crate) fn empty() -> Self {
         Self {
-            slots: Box::new([]),
+            slots: Slots::default(),
             counts: Box::new([]),
         }
     }
@@ -75,19 +79,24 @@ pub(crate) fn build(members: &Members) -> Table {
     });
     let mut table = vec![u32::MAX; size as usize];
     let mut counts = vec![0u32; n];
+    // Read in the fill's order, not through each member on every turn.
+    let weights: Vec<u32> = order
+        .iter()
+        .map(|&i| members[i as usize].weight())
+        .collect();
     // Each endpoint's next slot to try, and its stride.
     let mut walks: Vec<(u64, u64)> = order
         .iter()
         .map(|&i| permutation(members[i as usize].endpoint().key(), size))
         .collect();
-    let max_weight = members.iter().map(Member::weight).max().unwrap_or(1).max(1);
+    let max_weight = weights.iter().copied().max().unwrap_or(1).max(1);
     // Turns are shared out by weight: an endpoint of half the heaviest
     // weight claims a slot every other round.
     let mut credit = vec![0f64; n];
     let mut filled = 0u64;
     'fill: loop {
         for (turn, &i) in order.iter().enumerate() {
-            credit[turn] += f64::from(members[i as usize].weight()) / f64::from(max_weight);
+            credit[turn] += f64::from(weights[turn]) / f64::from(max_weight);
             while credit[turn] >= 1.0 {
                 credit[turn] -= 1.0;
                 let (next, skip) = &mut walks[turn];
@@ -113,7 +122,7 @@ pub(crate) fn build(members: &Members) -> Table {
         }
     }
     Table {
-        slots: table.into_boxed_slice(),
+        slots: Slots::from_vec(table),
         counts: counts.into_boxed_slice(),
     }
 }
@@ -130,10 +139,11 @@ pub(crate) fn build(members: &Members) -> Table {
 /// slots the changes moved (about one in `n` per change); each full rebuild
 /// (a batch, a resize) brings them back to the same table.
 pub(crate) fn update(
-    slots: &[u32],
+    slots: &Slots,
     counts: &[u32],
     members: &Members,
     changes: &[Change],
+    total_weight: u64,
 ) -> Option<Table> {
     let size = slots.len() as u64;
     if members.is_empty() || size == 0 || size_for(members.len()) != size {
@@ -146,12 +156,12 @@ pub(crate) fn update(
     if removals.saturating_mul(size) > MAX_UPDATE_SCAN {
         return None;
     }
-    let total_weight: u64 = members.iter().map(|m| u64::from(m.weight())).sum();
-    let mut table = Table {
-        slots: slots.into(),
-        counts: Box::new([]),
-    };
+    let mut edit = slots.edit();
     let mut counts = counts.to_vec();
+    // Members added in this update, by their index as it moves: they claim
+    // their slots at the end, under the index and key they end up with (an
+    // index seen mid-update may hold another member by the end).
+    let mut fresh = vec![false; counts.len()];
     for change in changes {
         match *change {
             Change::Added { index } => {
@@ -159,28 +169,14 @@ pub(crate) fn update(
                     return None;
                 }
                 counts.push(0);
-                let member = members.get(index)?;
-                claim(
-                    &mut table.slots,
-                    &mut counts,
-                    members,
-                    index,
-                    member,
-                    total_weight,
-                );
+                fresh.push(true);
             }
             Change::Removed { index, last } => {
                 if last + 1 != counts.len() || index > last {
                     return None;
                 }
-                release(
-                    &mut table.slots,
-                    &mut counts,
-                    members,
-                    index,
-                    last,
-                    total_weight,
-                );
+                release(&mut edit, &mut counts, members, index, last, total_weight);
+                fresh.swap_remove(index);
             }
             Change::Replaced { .. } => return None,
         }
@@ -188,8 +184,14 @@ pub(crate) fn update(
     if counts.len() != members.len() {
         return None;
     }
-    table.counts = counts.into_boxed_slice();
-    Some(table)
+    for (index, _) in fresh.iter().enumerate().filter(|(_, f)| **f) {
+        let member = members.get(index)?;
+        claim(&mut edit, &mut counts, members, index, member, total_weight);
+    }
+    Some(Table {
+        slots: edit.freeze(),
+        counts: counts.into_boxed_slice(),
+    })
 }
 
 /// The most slots `weight` of `total` may own in a table of `size`:
@@ -201,7 +203,7 @@ fn quota(size: u64, weight: u32, total: u64) -> u64 {
 /// The new member at `index` walks its own permutation and takes slots
 /// from owners above their (rounded-down) share until it has its own.
 fn claim(
-    slots: &mut [u32],
+    slots: &mut SlotsMut,
     counts: &mut [u32],
     members: &Members,
     index: usize,
@@ -223,13 +225,13 @@ fn claim(
         if next >= size {
             next -= size;
         }
-        let owner = slots[slot] as usize;
+        let owner = slots.get(slot) as usize;
         if owner == index || owner >= counts.len() {
             continue;
         }
         let owner_weight = members.get(owner).map_or(1, Member::weight);
         if u64::from(counts[owner]) > share(owner_weight) {
-            slots[slot] = index as u32;
+            slots.set(slot, index as u32);
             counts[owner] -= 1;
             counts[index] += 1;
         }
@@ -240,7 +242,7 @@ fn claim(
 /// are relabelled, and each freed slot goes to the owner of the next slot
 /// along the table that is below its share.
 fn release(
-    slots: &mut [u32],
+    slots: &mut SlotsMut,
     counts: &mut Vec<u32>,
     members: &Members,
     index: usize,
@@ -249,25 +251,25 @@ fn release(
 ) {
     let (gone, moved) = (index as u32, last as u32);
     let mut freed = Vec::with_capacity(counts[index] as usize);
-    for (slot, owner) in slots.iter_mut().enumerate() {
-        if *owner == gone {
-            *owner = u32::MAX;
+    for (slot, owner) in slots.owned_by(gone, moved) {
+        if owner == gone {
+            slots.set(slot, u32::MAX);
             freed.push(slot);
-        } else if *owner == moved {
-            *owner = gone;
+        } else {
+            slots.set(slot, gone);
         }
     }
     counts.swap_remove(index);
     let size = slots.len();
     for start in freed {
         let mut fallback = None;
-        for step in 1..size {
+        for step in 1..size.min(MAX_WALK) {
             let slot = if start + step >= size {
                 start + step - size
             } else {
                 start + step
             };
-            let owner = slots[slot] as usize;
+            let owner = slots.get(slot) as usize;
             if owner >= counts.len() {
                 continue;
             }
@@ -280,7 +282,7 @@ fn release(
         }
         // The whole table freed cannot happen (a member is left).
         let owner = fallback.unwrap_or(0);
-        slots[start] = owner as u32;
+        slots.set(start, owner as u32);
         if let Some(count) = counts.get_mut(owner) {
             *count += 1;
         }

@@ -4,6 +4,7 @@
 mod hasher;
 mod maglev;
 mod ring;
+mod slots;
 
 use std::fmt;
 use std::sync::Arc;
@@ -239,7 +240,7 @@ impl Balancer for ConsistentHash {
 }
 
 enum Lookup {
-    Maglev(Box<[u32]>),
+    Maglev(slots::Slots),
     Ring(Box<[(u64, u32)]>),
 }
 
@@ -319,7 +320,8 @@ impl Picker for HashPicker {
         let Lookup::Maglev(slots) = &self.lookup else {
             return None;
         };
-        let table = maglev::update(slots, &self.maglev_counts, members, changes)?;
+        let total_weight = members.iter().map(|m| u64::from(m.weight())).sum();
+        let table = maglev::update(slots, &self.maglev_counts, members, changes, total_weight)?;
         let fallback = self
             .fallback
             .update(members, changes)
@@ -329,7 +331,7 @@ impl Picker for HashPicker {
             lookup: Lookup::Maglev(table.slots),
             maglev_counts: table.counts,
             bound: self.bound,
-            total_weight: members.iter().map(|m| u64::from(m.weight())).sum(),
+            total_weight,
             fallback,
             fallback_balancer: self.fallback_balancer.clone(),
             keyless_told: self.keyless_told.clone(),
