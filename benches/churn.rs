@@ -18,9 +18,10 @@
 //!   balancer: the CPU time of the thread that runs the runtime (pool
 //!   driver and bench alike; from `/proc/thread-self/schedstat`, in ns)
 //!   over the wall time, in percent of one core.
-//! - **Storm.** 100,000 single inserts pushed at once into a pool of 10,000
-//!   while a task on the same runtime ticks: the longest gap between two of
-//!   its ticks says how long the driver held the thread (requests share it).
+//! - **Storm.** 100,000 single inserts pushed as fast as a thread can into
+//!   a pool of 10,000 while a task on the pool's runtime ticks: the longest
+//!   gap between two of its ticks says how long the driver held the thread
+//!   (requests on that runtime share it).
 //! - **Memory.** The resident memory the round-robin pool of `n` added per
 //!   endpoint (RSS before the pool and after it holds its `n` endpoints,
 //!   from `/proc/self/statm`; meaningful at large `n`, and alone in the
@@ -29,12 +30,18 @@
 //! Run with `cargo bench --bench churn`; `CHURN_BENCH_SIZES=10,1000` picks
 //! the sizes, `CHURN_PARTS=single,burst,sustained,storm` the parts (all by
 //! default).
+//!
+//! What the member set's layout costs a pick, where wall time is too noisy
+//! to tell: `CHURN_PICK_COUNT=<balancer>:<n>:<picks>` fills a pool of `n`
+//! and makes `picks` picks through a `CachedPool`, nothing else; run it
+//! under `valgrind --tool=callgrind` at two pick counts, and the difference
+//! in instructions over the difference in picks is the cost of one pick.
 
 use std::time::{Duration, Instant};
 
 use tower_lb::Pool;
 use tower_lb::balance::{
-    Balancer, ConsistentHash, HashKey, LeastRequest, PeakEwma, Random, RoundRobin,
+    Balancer, ConsistentHash, HashKey, LeastRequest, PeakEwma, PickContext, Random, RoundRobin,
 };
 use tower_lb::discover::{Push, PushHandle};
 
@@ -183,18 +190,52 @@ async fn storm(balancer: Box<dyn Balancer>) -> (Duration, Duration) {
     });
     tokio::task::yield_now().await;
     let started = Instant::now();
-    for i in n..n + k {
-        handle.add(endpoint(i)).unwrap();
-    }
+    // The registry's side runs on a thread of its own, as it would.
+    let producer = std::thread::spawn(move || {
+        for i in n..n + k {
+            handle.add(endpoint(i)).unwrap();
+        }
+        handle
+    });
     wait_for(&pool, n + k).await;
     let took = started.elapsed();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(producer.join().unwrap());
     (took, ticker.await.unwrap())
+}
+
+/// `picks` picks from a pool of `n` (see the module docs).
+async fn count_picks(balancer: Box<dyn Balancer>, n: usize, picks: usize) {
+    let (pool, _handle) = filled(balancer, n).await;
+    let paths: Vec<String> = (0..1024).map(|i| format!("/user/{i}")).collect();
+    let mut cached = pool.cached();
+    for i in 0..picks {
+        let ctx = PickContext::new("churn").with_path(&paths[i & 1023]);
+        drop(std::hint::black_box(cached.pick_with(&ctx).unwrap()));
+    }
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing.
     if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    if let Ok(spec) = std::env::var("CHURN_PICK_COUNT") {
+        let mut spec = spec.split(':');
+        let name = spec.next().unwrap_or_default().to_string();
+        let mut number =
+            || -> usize { spec.next().and_then(|s| s.parse().ok()).expect("a number") };
+        let (n, picks) = (number(), number());
+        let make = balancers()
+            .into_iter()
+            .find(|(b, _)| *b == name)
+            .expect("a balancer name")
+            .1;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(count_picks(make(), n, picks));
         return;
     }
     let sizes: Vec<usize> = std::env::var("CHURN_BENCH_SIZES")

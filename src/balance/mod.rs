@@ -109,8 +109,10 @@ pub trait Picker: Send + Sync + 'static {
     /// [`Balancer::picker`] (the default). A picker whose state does not
     /// depend on the set returns a copy of itself; one with a table updates
     /// a copy of it, for a cost that grows with the change rather than the
-    /// set. `changes` is never empty; after a large batch (or a switch of
-    /// the whole set, as into panic mode) the pool rebuilds without asking.
+    /// set. `changes` is empty when the set is the same, republished for
+    /// another reason (an ineligible endpoint came or went); after a large
+    /// batch (or a switch of the whole set, as into panic mode) the pool
+    /// rebuilds without asking.
     ///
     /// On the picker rather than the balancer: the picker knows its own
     /// type and table, so reading the old table needs no downcast.

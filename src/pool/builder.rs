@@ -190,8 +190,7 @@ impl PoolBuilder {
         let tracking = balancer.load_tracking();
         let rng = self.seed.map(|seed| Arc::new(SeededRng::new(seed)));
         let placeholder = Snapshot {
-            picker: rng::building_with(rng.as_ref(), || balancer.picker(&Members::default()))
-                .into(),
+            picker: rng::building_with(rng.as_ref(), || balancer.picker(&Members::default())),
             members: Members::default(),
             all: Members::default(),
             health: Arc::default(),

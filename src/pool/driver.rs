@@ -483,14 +483,11 @@ impl Shared {
         let picker = rng::building_with(self.rng.as_ref(), || {
             let follows = previous.ready && panic == was_panic;
             match changes {
-                // Nothing the picker sees changed: keep it.
-                Some(changes) if follows && changes.is_empty() => previous.picker.clone(),
                 Some(changes) if follows => previous
                     .picker
                     .update(&members, &changes)
-                    .map(Arc::from)
-                    .unwrap_or_else(|| self.balancer.picker(&members).into()),
-                _ => self.balancer.picker(&members).into(),
+                    .unwrap_or_else(|| self.balancer.picker(&members)),
+                _ => self.balancer.picker(&members),
             }
         });
         self.snapshot.store(Arc::new(Snapshot {

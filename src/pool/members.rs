@@ -50,6 +50,9 @@ const MASK: usize = CHUNK - 1;
 /// ```
 #[derive(Clone, Default)]
 pub struct Members {
+    /// The first chunk again, beside the length: in a pool of up to
+    /// `CHUNK` endpoints (most pools) an index costs what a slice's does.
+    head: Arc<[Member]>,
     /// Every chunk but the last holds exactly `CHUNK` members.
     chunks: Arc<[Arc<[Member]>]>,
     len: usize,
@@ -90,7 +93,12 @@ impl Index<usize> for Members {
     /// The member at `index`; panics when `index >= len()`, as a slice does.
     #[inline]
     fn index(&self, index: usize) -> &Member {
-        &self.chunks[index >> CHUNK_BITS][index & MASK]
+        // One comparison for the first chunk (the head's length is its
+        // bound), the chunk table past it.
+        match self.head.get(index) {
+            Some(member) => member,
+            None => &self.chunks[index >> CHUNK_BITS][index & MASK],
+        }
     }
 }
 
@@ -325,6 +333,7 @@ impl MemberList {
         let changes = self.changes.replace(Vec::new());
         (
             Members {
+                head: chunks.first().cloned().unwrap_or_else(|| Arc::new([])),
                 chunks,
                 len: self.len,
             },

@@ -118,8 +118,7 @@ pub(crate) struct Snapshot {
     health: Arc<Views>,
     /// Too few members are healthy: `members` is all of them.
     panic: bool,
-    /// Shared with the next snapshot when a change leaves it as it is.
-    picker: Arc<dyn Picker>,
+    picker: Box<dyn Picker>,
     /// False only for the placeholder before discovery's first answer.
     ready: bool,
 }

@@ -73,6 +73,14 @@ impl SlotsMut {
                 Chunk::Shared(shared) => shared,
                 Chunk::Owned(owned) => owned,
             };
+            // Most chunks hold neither: a branch-free pass (vectorised)
+            // says so before the pass that collects.
+            if !chunk
+                .iter()
+                .fold(false, |any, &o| any | (o == a) | (o == b))
+            {
+                continue;
+            }
             for (i, &owner) in chunk.iter().enumerate() {
                 if owner == a || owner == b {
                     found.push(((c << BITS) | i, owner));
