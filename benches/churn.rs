@@ -54,7 +54,10 @@ fn endpoint(i: usize) -> String {
     )
 }
 
-fn balancers() -> Vec<(&'static str, Box<dyn Fn() -> Box<dyn Balancer>>)> {
+/// Makes a fresh balancer of one kind.
+type Make = Box<dyn Fn() -> Box<dyn Balancer>>;
+
+fn balancers() -> Vec<(&'static str, Make)> {
     vec![
         ("round_robin", Box::new(|| Box::new(RoundRobin::new()))),
         ("random", Box::new(|| Box::new(Random::new()))),

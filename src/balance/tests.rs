@@ -583,7 +583,7 @@ fn maglev_follows_a_batch_with_an_endpoint_added_and_removed() {
     use crate::pool::members::MemberList;
 
     let balancer = &hashers()[0];
-    let pool = members(&vec![1; 14]);
+    let pool = members(&[1; 14]);
     let mut list = MemberList::default();
     for m in pool.iter().take(10) {
         list.push(m.clone());
