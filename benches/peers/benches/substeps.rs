@@ -12,8 +12,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tower_lb::balance::{
-    Balancer, ConsistentHash, HashKey, LeastRequest, Members, PeakEwma, PickContext, Picker, Random,
-    RoundRobin, WeightedRoundRobin, hash_bytes,
+    Balancer, ConsistentHash, HashKey, LeastRequest, Members, PeakEwma, PickContext, Picker,
+    Random, RoundRobin, WeightedRoundRobin, hash_bytes,
 };
 use tower_lb::discover::Fixed;
 use tower_lb::{Endpoint, Pool};
