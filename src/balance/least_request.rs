@@ -1,4 +1,4 @@
-use crate::balance::{Balancer, Member, PickContext, Picker};
+use crate::balance::{Balancer, Change, Members, PickContext, Picker};
 
 /// The endpoint with the fewest requests in flight from this client.
 ///
@@ -55,7 +55,7 @@ impl Balancer for LeastRequest {
         }
     }
 
-    fn picker(&self, _members: &[Member]) -> Box<dyn Picker> {
+    fn picker(&self, _members: &Members) -> Box<dyn Picker> {
         match self.mode {
             LeastRequestMode::PowerOfTwoChoices => Box::new(TwoChoices),
             LeastRequestMode::FullScan => Box::new(FullScan),
@@ -65,7 +65,7 @@ impl Balancer for LeastRequest {
 
 impl Picker for TwoChoices {
     #[inline]
-    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &Members, ctx: &PickContext<'_>) -> Option<usize> {
         match members.len() {
             0 => None,
             1 => Some(0),
@@ -80,10 +80,14 @@ impl Picker for TwoChoices {
             }
         }
     }
+
+    fn update(&self, _members: &Members, _changes: &[Change]) -> Option<Box<dyn Picker>> {
+        Some(Box::new(TwoChoices))
+    }
 }
 
 impl Picker for FullScan {
-    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &Members, ctx: &PickContext<'_>) -> Option<usize> {
         let n = members.len();
         if n == 0 {
             return None;
@@ -105,5 +109,9 @@ impl Picker for FullScan {
             }
         }
         Some(best)
+    }
+
+    fn update(&self, _members: &Members, _changes: &[Change]) -> Option<Box<dyn Picker>> {
+        Some(Box::new(FullScan))
     }
 }

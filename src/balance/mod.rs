@@ -1,9 +1,12 @@
 //! Balancers: how one endpoint is chosen per request.
 //!
-//! A [`Balancer`] is a pool's choice of algorithm. Each time the pool's
-//! endpoint set changes, the balancer builds a [`Picker`] for that set: the
-//! place to precompute tables, so that a pick itself is O(1) and takes no
-//! lock. Built in:
+//! A [`Balancer`] is a pool's choice of algorithm. It builds a [`Picker`]
+//! for an endpoint set ([`Members`]): the place to precompute tables, so
+//! that a pick itself is O(1) and takes no lock. When the set changes by a
+//! few endpoints, the pool first asks the current picker to follow the
+//! change ([`Picker::update`]), and builds a new one only when it declines:
+//! a change of one endpoint in a pool of 100,000 then costs what the
+//! picker's own update costs, not a rebuild. Built in:
 //!
 //! | balancer | picks | cost of a pick |
 //! |---|---|---|
@@ -15,7 +18,7 @@
 //! Write your own by implementing both traits:
 //!
 //! ```
-//! use tower_lb::balance::{Balancer, Member, PickContext, Picker};
+//! use tower_lb::balance::{Balancer, Members, PickContext, Picker};
 //!
 //! /// Always the first endpoint: a primary with standbys.
 //! #[derive(Debug)]
@@ -23,15 +26,21 @@
 //!
 //! impl Balancer for First {
 //!     fn name(&self) -> &'static str { "first" }
-//!     fn picker(&self, _members: &[Member]) -> Box<dyn Picker> { Box::new(First) }
+//!     fn picker(&self, _members: &Members) -> Box<dyn Picker> { Box::new(First) }
 //! }
 //!
 //! impl Picker for First {
-//!     fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
+//!     fn pick(&self, members: &Members, _ctx: &PickContext<'_>) -> Option<usize> {
 //!         (!members.is_empty()).then_some(0)
 //!     }
 //! }
 //! ```
+//!
+//! `members` are in the pool's order, not sorted: the order members
+//! joined in, where one that leaves is replaced by the last
+//! ([`Change::Removed`]). Two pools given the same endpoints in different
+//! updates may order them differently; a balancer whose choices must agree
+//! across clients (consistent hashing) orders by endpoint key itself.
 
 mod avoid;
 mod fastmod;
@@ -61,20 +70,22 @@ pub use weighted_round_robin::WeightedRoundRobin;
 
 pub use crate::pool::load::{EndpointState, Estimate, LoadTracking};
 pub use crate::pool::member::Member;
+pub use crate::pool::members::{Change, Iter as MembersIter, Members};
 
 /// A load-balancing algorithm, configured once per pool.
 ///
-/// The pool calls [`Balancer::picker`] on every change of its endpoint set,
-/// off the request path, and uses the returned [`Picker`] for every request
-/// until the next change.
+/// The pool calls [`Balancer::picker`] when its endpoint set changes and
+/// the current picker cannot [follow the change](Picker::update), off the
+/// request path, and uses the returned [`Picker`] for every request until
+/// the next change.
 pub trait Balancer: fmt::Debug + Send + Sync + 'static {
     /// A short name for stats and logs, such as `"round_robin"`.
     fn name(&self) -> &'static str;
 
-    /// Builds the picker for this endpoint set. `members` is sorted by
-    /// endpoint key and never changes for the picker's lifetime; it may be
-    /// empty.
-    fn picker(&self, members: &[Member]) -> Box<dyn Picker>;
+    /// Builds the picker for this endpoint set. `members` is in the pool's
+    /// order (see the [module docs](self): not sorted by key) and never
+    /// changes for the picker's lifetime; it may be empty.
+    fn picker(&self, members: &Members) -> Box<dyn Picker>;
 
     /// What the pool should measure for this balancer (latency decay,
     /// default round trip, failure penalty, a pool-wide in-flight count).
@@ -87,9 +98,28 @@ pub trait Balancer: fmt::Debug + Send + Sync + 'static {
 /// Chooses one endpoint for one request. Built by a [`Balancer`] for one
 /// endpoint set; called concurrently from many tasks.
 pub trait Picker: Send + Sync + 'static {
-    /// The index into `members` (the same slice the picker was built for)
-    /// of the endpoint to use, or `None` when there is none to pick.
-    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize>;
+    /// The index into `members` (the same set the picker was built or
+    /// updated for) of the endpoint to use, or `None` when there is none to
+    /// pick.
+    fn pick(&self, members: &Members, ctx: &PickContext<'_>) -> Option<usize>;
+
+    /// The picker for `members`, the set this picker was made for after
+    /// `changes` (in the order they were made), made from this one, or
+    /// `None` to have the balancer build one afresh with
+    /// [`Balancer::picker`] (the default). A picker whose state does not
+    /// depend on the set returns a copy of itself; one with a table updates
+    /// a copy of it, for a cost that grows with the change rather than the
+    /// set. `changes` is empty when the set is the same, republished for
+    /// another reason (an ineligible endpoint came or went); after a large
+    /// batch (or a switch of the whole set, as into panic mode) the pool
+    /// rebuilds without asking.
+    ///
+    /// On the picker rather than the balancer: the picker knows its own
+    /// type and table, so reading the old table needs no downcast.
+    fn update(&self, members: &Members, changes: &[Change]) -> Option<Box<dyn Picker>> {
+        let _ = (members, changes);
+        None
+    }
 }
 
 /// A request's own hash key, for [`ConsistentHash`]: put it in the
@@ -224,7 +254,7 @@ impl<B: Balancer + ?Sized> Balancer for std::sync::Arc<B> {
         (**self).name()
     }
 
-    fn picker(&self, members: &[Member]) -> Box<dyn Picker> {
+    fn picker(&self, members: &Members) -> Box<dyn Picker> {
         (**self).picker(members)
     }
 

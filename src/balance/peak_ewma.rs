@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::balance::{Balancer, Estimate, LoadTracking, Member, PickContext, Picker};
+use crate::balance::{Balancer, Change, Estimate, LoadTracking, Members, PickContext, Picker};
 
 /// Peak-EWMA over random choices, after Finagle's and Linkerd's.
 ///
@@ -65,7 +65,7 @@ impl Balancer for PeakEwma {
         "peak_ewma"
     }
 
-    fn picker(&self, _members: &[Member]) -> Box<dyn Picker> {
+    fn picker(&self, _members: &Members) -> Box<dyn Picker> {
         Box::new(PeakEwmaPicker)
     }
 
@@ -81,7 +81,7 @@ const MAX_REDRAWS: usize = 4;
 
 impl Picker for PeakEwmaPicker {
     #[inline]
-    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &Members, ctx: &PickContext<'_>) -> Option<usize> {
         let n = members.len();
         if n < 2 {
             return (n == 1).then_some(0);
@@ -114,6 +114,10 @@ impl Picker for PeakEwmaPicker {
         let (c, ec) = stand_in(members, c, winner, now, ctx);
         Some(better(members, (winner, best), (c, ec)).0)
     }
+
+    fn update(&self, _members: &Members, _changes: &[Change]) -> Option<Box<dyn Picker>> {
+        Some(Box::new(PeakEwmaPicker))
+    }
 }
 
 /// The cheaper of two candidates (the first on a tie), with its estimate.
@@ -123,7 +127,7 @@ impl Picker for PeakEwmaPicker {
 /// it is fast too (cold-start starvation).
 #[inline]
 fn better(
-    members: &[Member],
+    members: &Members,
     (a, ea): (usize, Estimate),
     (b, eb): (usize, Estimate),
 ) -> (usize, Estimate) {
@@ -147,7 +151,7 @@ fn better(
 /// of three the one left is always found.
 #[inline]
 fn stand_in(
-    members: &[Member],
+    members: &Members,
     candidate: usize,
     other: usize,
     now: Instant,

@@ -1,4 +1,4 @@
-use crate::balance::{Balancer, Member, PickContext, Picker};
+use crate::balance::{Balancer, Change, Members, PickContext, Picker};
 
 /// A uniformly random endpoint, ignoring weights and load.
 ///
@@ -24,14 +24,18 @@ impl Balancer for Random {
         "random"
     }
 
-    fn picker(&self, _members: &[Member]) -> Box<dyn Picker> {
+    fn picker(&self, _members: &Members) -> Box<dyn Picker> {
         Box::new(RandomPicker)
     }
 }
 
 impl Picker for RandomPicker {
     #[inline]
-    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &Members, ctx: &PickContext<'_>) -> Option<usize> {
         (!members.is_empty()).then(|| ctx.random_below(members.len()))
+    }
+
+    fn update(&self, _members: &Members, _changes: &[Change]) -> Option<Box<dyn Picker>> {
+        Some(Box::new(RandomPicker))
     }
 }

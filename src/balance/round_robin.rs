@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::balance::fastmod::FastMod;
-use crate::balance::{Balancer, Member, PickContext, Picker, rng};
+use crate::balance::{Balancer, Change, Members, PickContext, Picker, rng};
 
 /// Each endpoint in turn, ignoring weights.
 ///
@@ -44,7 +44,7 @@ impl Balancer for RoundRobin {
         "round_robin"
     }
 
-    fn picker(&self, members: &[Member]) -> Box<dyn Picker> {
+    fn picker(&self, members: &Members) -> Box<dyn Picker> {
         let start = if members.is_empty() {
             0
         } else {
@@ -57,9 +57,20 @@ impl Balancer for RoundRobin {
     }
 }
 
+impl RoundRobinPicker {
+    /// The same rotation over a changed set: the cursor carries on, only
+    /// the count it wraps at is new.
+    fn follow(&self, members: &Members) -> Box<dyn Picker> {
+        Box::new(RoundRobinPicker {
+            next: AtomicU32::new(self.next.load(Ordering::Relaxed)),
+            modulus: FastMod::new(members.len()),
+        })
+    }
+}
+
 impl Picker for RoundRobinPicker {
     #[inline]
-    fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &Members, _ctx: &PickContext<'_>) -> Option<usize> {
         if members.is_empty() {
             return None;
         }
@@ -69,5 +80,9 @@ impl Picker for RoundRobinPicker {
             Some(m) if m.divisor() == members.len() => m.rem(tick),
             _ => tick as usize % members.len(),
         })
+    }
+
+    fn update(&self, members: &Members, _changes: &[Change]) -> Option<Box<dyn Picker>> {
+        Some(self.follow(members))
     }
 }

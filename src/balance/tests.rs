@@ -10,7 +10,7 @@ use crate::balance::*;
 use crate::pool::load::EndpointState;
 use crate::{Endpoint, Pool};
 
-fn members(weights: &[u32]) -> Vec<Member> {
+fn members(weights: &[u32]) -> Members {
     weights
         .iter()
         .enumerate()
@@ -33,7 +33,7 @@ fn members(weights: &[u32]) -> Vec<Member> {
         .collect()
 }
 
-fn shares(balancer: &dyn Balancer, members: &[Member], picks: usize) -> Vec<f64> {
+fn shares(balancer: &dyn Balancer, members: &Members, picks: usize) -> Vec<f64> {
     let picker = balancer.picker(members);
     let ctx = PickContext::new("svc");
     let mut counts = vec![0usize; members.len()];
@@ -88,7 +88,7 @@ fn unweighted_balancers_spread_evenly() {
 
 /// Runs `picks` requests with `concurrency` in flight at once, all taking
 /// equally long (first in, first out), and returns each endpoint's share.
-fn shares_under_load(balancer: &dyn Balancer, members: &[Member], concurrency: usize) -> Vec<f64> {
+fn shares_under_load(balancer: &dyn Balancer, members: &Members, concurrency: usize) -> Vec<f64> {
     let picker = balancer.picker(members);
     let ctx = PickContext::new("svc");
     let mut in_flight = VecDeque::new();
@@ -212,8 +212,12 @@ fn hashers() -> Vec<ConsistentHash> {
 }
 
 /// Where each of `keys` goes with `members`, by endpoint key.
-fn placement(balancer: &ConsistentHash, members: &[Member], keys: usize) -> Vec<String> {
-    let picker = balancer.picker(members);
+fn placement(balancer: &ConsistentHash, members: &Members, keys: usize) -> Vec<String> {
+    placement_by(&*balancer.picker(members), members, keys)
+}
+
+/// Where each of `keys` goes through `picker` (made for `members`).
+fn placement_by(picker: &dyn Picker, members: &Members, keys: usize) -> Vec<String> {
     (0..keys)
         .map(|k| {
             let headers = keyed(&format!("user-{k}"));
@@ -250,7 +254,7 @@ fn consistent_hash_is_stable_balanced_and_minimally_disrupted() {
 
         // Remove one: only its keys move, about 1/n of them.
         let removed = all[3].endpoint().key().to_string();
-        let fewer: Vec<Member> = all
+        let fewer: Members = all
             .iter()
             .filter(|m| m.endpoint().key() != removed)
             .cloned()
@@ -450,7 +454,7 @@ fn raw_integer_custom_keys_spread_like_hashed_ones() {
 #[test]
 fn peak_ewma_does_not_starve_an_endpoint_it_has_not_heard_from() {
     let members = members(&[1, 1, 1]);
-    for m in &members[..2] {
+    for m in members.iter().take(2) {
         m.state()
             .record(Some(std::time::Duration::from_millis(1)), false);
     }
@@ -473,4 +477,134 @@ fn peak_ewma_does_not_herd_onto_the_neighbour_of_slow_endpoints() {
     }
     let seen = shares(&PeakEwma::new(), &members, 20_000);
     assert!((seen[8] - seen[9]).abs() < 0.05, "{seen:?}");
+}
+
+/// Maglev's table followed through changes (`Picker::update`, as the pool
+/// does for a change of a few endpoints) keeps the rebuild's bounds: only
+/// the keys of the endpoint that left move, about 1/n of them; a new one
+/// takes about 1/(n+1), and only keys that move to it move; shares stay fair.
+#[test]
+fn maglev_updated_in_place_is_minimally_disrupted_and_balanced() {
+    use crate::pool::members::MemberList;
+
+    let n = 10;
+    let keys = 20_000;
+    let balancer = &hashers()[0];
+    assert_eq!(balancer.name(), "maglev");
+    let mut list = MemberList::default();
+    for m in members(&vec![1; n + 1]).iter().take(n) {
+        list.push(m.clone());
+    }
+    let (all, _) = list.publish();
+    let picker = balancer.picker(&all);
+    let before = placement_by(&*picker, &all, keys);
+    assert_eq!(
+        before,
+        placement(balancer, &all, keys),
+        "a fresh build agrees"
+    );
+
+    let removed = all[3].endpoint().key().to_string();
+    list.swap_remove(3);
+    let (fewer, changes) = list.publish();
+    let changes = changes.expect("one change is logged");
+    let picker = picker
+        .update(&fewer, &changes)
+        .expect("maglev follows a removal");
+    let after = placement_by(&*picker, &fewer, keys);
+    let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    let moved_elsewhere = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b != a && **b != removed)
+        .count();
+    let fraction = moved as f64 / keys as f64;
+    assert!(
+        (0.07..0.14).contains(&fraction),
+        "{fraction} moved on removal"
+    );
+    assert_eq!(moved_elsewhere, 0, "only the removed endpoint's keys move");
+    for m in fewer.iter() {
+        let share = after.iter().filter(|k| *k == m.endpoint().key()).count() as f64 / keys as f64;
+        assert!(
+            (share - 1.0 / 9.0).abs() < 0.03,
+            "share {share} after removal"
+        );
+    }
+
+    let added_member = members(&vec![1; n + 1])[n].clone();
+    let added = added_member.endpoint().key().to_string();
+    list.push(added_member);
+    let (more, changes) = list.publish();
+    let picker = picker
+        .update(&more, &changes.expect("logged"))
+        .expect("maglev follows an addition");
+    let again = placement_by(&*picker, &more, keys);
+    let moved = after.iter().zip(&again).filter(|(b, a)| b != a).count();
+    let fraction = moved as f64 / keys as f64;
+    assert!(
+        (0.06..0.13).contains(&fraction),
+        "{fraction} moved on addition"
+    );
+    assert!(
+        after.iter().zip(&again).all(|(b, a)| b == a || *a == added),
+        "keys move only to the new endpoint"
+    );
+    for m in more.iter() {
+        let share = again.iter().filter(|k| *k == m.endpoint().key()).count() as f64 / keys as f64;
+        assert!((share - 0.1).abs() < 0.03, "share {share} after addition");
+    }
+}
+
+/// A change of weight (or a resize of the table) is not followed: the
+/// pool rebuilds.
+#[test]
+fn maglev_declines_a_weight_change() {
+    use crate::pool::members::MemberList;
+
+    let balancer = &hashers()[0];
+    let mut list = MemberList::default();
+    for m in members(&[1, 1, 1]).iter() {
+        list.push(m.clone());
+    }
+    let (all, _) = list.publish();
+    let picker = balancer.picker(&all);
+    let heavier = members(&[1, 3, 1])[1].clone();
+    list.replace(1, heavier);
+    let (changed, changes) = list.publish();
+    assert!(picker.update(&changed, &changes.unwrap()).is_none());
+}
+
+/// Several changes in one update, an endpoint added and removed again
+/// among them: the table points only at members that are there, each
+/// with a fair share.
+#[test]
+fn maglev_follows_a_batch_with_an_endpoint_added_and_removed() {
+    use crate::pool::members::MemberList;
+
+    let balancer = &hashers()[0];
+    let pool = members(&[1; 14]);
+    let mut list = MemberList::default();
+    for m in pool.iter().take(10) {
+        list.push(m.clone());
+    }
+    let (all, _) = list.publish();
+    let picker = balancer.picker(&all);
+    list.push(pool[10].clone());
+    list.push(pool[11].clone());
+    list.swap_remove(10);
+    list.swap_remove(0);
+    list.push(pool[12].clone());
+    let (changed, changes) = list.publish();
+    assert_eq!(changed.len(), 11);
+    let picker = picker
+        .update(&changed, &changes.expect("logged"))
+        .expect("maglev follows");
+    let placed = placement_by(&*picker, &changed, 20_000);
+    for m in changed.iter() {
+        let share = placed.iter().filter(|k| *k == m.endpoint().key()).count() as f64 / 20_000.0;
+        assert!((share - 1.0 / 11.0).abs() < 0.03, "share {share}");
+    }
+    let gone = [pool[0].endpoint().key(), pool[10].endpoint().key()];
+    assert!(placed.iter().all(|k| !gone.contains(&k.as_str())));
 }

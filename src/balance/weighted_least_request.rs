@@ -1,5 +1,5 @@
 use crate::balance::weighted_random::AliasTable;
-use crate::balance::{Balancer, Member, PickContext, Picker};
+use crate::balance::{Balancer, Member, Members, PickContext, Picker};
 
 /// Least request that honours weights: at equal latency an endpoint of
 /// weight 2 carries about twice the load of one of weight 1.
@@ -25,7 +25,7 @@ impl Balancer for WeightedLeastRequest {
         "weighted_least_request"
     }
 
-    fn picker(&self, members: &[Member]) -> Box<dyn Picker> {
+    fn picker(&self, members: &Members) -> Box<dyn Picker> {
         Box::new(WeightedTwoChoices {
             draws: AliasTable::new(members.iter().map(Member::weight)),
         })
@@ -38,7 +38,7 @@ struct WeightedTwoChoices {
 
 impl Picker for WeightedTwoChoices {
     #[inline]
-    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &Members, ctx: &PickContext<'_>) -> Option<usize> {
         let a = self.draws.sample(ctx)?;
         if members.len() == 1 {
             return Some(a);

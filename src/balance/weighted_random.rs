@@ -1,4 +1,4 @@
-use crate::balance::{Balancer, Member, PickContext, Picker};
+use crate::balance::{Balancer, Member, Members, PickContext, Picker};
 
 /// A random endpoint, chosen in proportion to weight.
 ///
@@ -35,7 +35,7 @@ impl Balancer for WeightedRandom {
         "weighted_random"
     }
 
-    fn picker(&self, members: &[Member]) -> Box<dyn Picker> {
+    fn picker(&self, members: &Members) -> Box<dyn Picker> {
         Box::new(AliasTable::new(members.iter().map(Member::weight)))
     }
 }
@@ -97,7 +97,7 @@ impl AliasTable {
 
 impl Picker for AliasTable {
     #[inline]
-    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &Members, ctx: &PickContext<'_>) -> Option<usize> {
         debug_assert_eq!(members.len(), self.keep.len());
         self.sample(ctx)
     }

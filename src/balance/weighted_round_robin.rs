@@ -3,7 +3,7 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::balance::fastmod::FastMod;
-use crate::balance::{Balancer, Member, PickContext, Picker, rng};
+use crate::balance::{Balancer, Members, PickContext, Picker, rng};
 
 /// Round robin in proportion to weight, smoothly interleaved.
 ///
@@ -66,7 +66,7 @@ impl Balancer for WeightedRoundRobin {
         "weighted_round_robin"
     }
 
-    fn picker(&self, members: &[Member]) -> Box<dyn Picker> {
+    fn picker(&self, members: &Members) -> Box<dyn Picker> {
         let weights: Vec<u64> = members.iter().map(|m| u64::from(m.weight())).collect();
         let divisor = weights.iter().copied().fold(0, gcd).max(1);
         let weights: Vec<u64> = weights.iter().map(|w| w / divisor).collect();
@@ -101,7 +101,7 @@ impl Balancer for WeightedRoundRobin {
 
 impl Picker for WeightedRoundRobinPicker {
     #[inline]
-    fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &Members, _ctx: &PickContext<'_>) -> Option<usize> {
         if members.is_empty() {
             return None;
         }

@@ -1,14 +1,19 @@
 //! The pool driver's record of every endpoint's health, and the decisions
 //! that need the whole pool in view: the ejection cap, panic mode.
+//!
+//! Sparse: an endpoint that is healthy and has never been ejected or
+//! failed a check has no record at all, so the book costs nothing per
+//! endpoint in a healthy pool and a membership change touches at most one
+//! record (no pass over every key).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::health::{HealthCheck, OutlierDetection};
-use crate::pool::member::Member;
 
 /// Where an endpoint stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -33,7 +38,7 @@ pub(crate) struct HealthView {
     pub(crate) last_check_error: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Record {
     ejected_until: Option<Instant>,
     times_ejected: u32,
@@ -47,6 +52,34 @@ struct Record {
     last_check_error: Option<String>,
 }
 
+impl Record {
+    /// A record for a new endpoint: healthy, or unhealthy until checked.
+    fn new(start_healthy: bool) -> Self {
+        Record {
+            ejected_until: None,
+            times_ejected: 0,
+            returned_at: None,
+            checked_healthy: start_healthy,
+            awaiting_first_check: !start_healthy,
+            passes: 0,
+            failures: 0,
+            last_check_error: None,
+        }
+    }
+
+    /// True when the record says no more than having none: healthy, never
+    /// ejected (so `returned_at` is never read), no failed check (and
+    /// `passes` counts only towards a return from unhealthy).
+    fn is_blank(&self) -> bool {
+        self.ejected_until.is_none()
+            && self.times_ejected == 0
+            && self.checked_healthy
+            && !self.awaiting_first_check
+            && self.failures == 0
+            && self.last_check_error.is_none()
+    }
+}
+
 /// What changed, for the driver to act on.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
@@ -54,6 +87,46 @@ pub(crate) struct Changes {
     pub(crate) republish: bool,
     /// Endpoints back in rotation: reset their counters, ramp them up.
     pub(crate) returned: Vec<Box<str>>,
+    /// Endpoints whose eligibility may have changed.
+    pub(crate) touched: Vec<Box<str>>,
+}
+
+impl Changes {
+    /// Adds `other`'s changes to these.
+    pub(crate) fn merge(&mut self, other: Changes) {
+        self.republish |= other.republish;
+        self.returned.extend(other.returned);
+        self.touched.extend(other.touched);
+    }
+}
+
+/// The health views of every endpoint that has a record, as published for
+/// stats, with the counts the pool's metrics and warnings need.
+#[derive(Debug, Default)]
+pub(crate) struct Views {
+    views: HashMap<Box<str>, HealthView>,
+    pub(crate) ejected: usize,
+    pub(crate) unhealthy: usize,
+}
+
+impl Views {
+    /// The view of `key`: healthy and blank when it has no record.
+    pub(crate) fn of(&self, key: &str) -> HealthView {
+        self.views.get(key).cloned().unwrap_or(HealthView {
+            state: HealthState::Healthy,
+            ejected_until: None,
+            times_ejected: 0,
+            failed_checks: 0,
+            last_check_error: None,
+        })
+    }
+
+    /// Some endpoint's last check error, for a warning.
+    pub(crate) fn any_check_error(&self) -> Option<&str> {
+        self.views
+            .values()
+            .find_map(|v| v.last_check_error.as_deref())
+    }
 }
 
 pub(crate) struct HealthBook {
@@ -61,7 +134,12 @@ pub(crate) struct HealthBook {
     outlier: OutlierDetection,
     check: Option<HealthCheck>,
     panic_threshold: f64,
+    /// Only endpoints with something to remember (see the module docs).
     records: HashMap<Box<str>, Record>,
+    /// How many endpoints the pool has, with a record or not.
+    members: usize,
+    /// The views last made, until a record changes.
+    views: Option<Arc<Views>>,
     /// Above this many endpoints, ejections are counted without labels.
     metrics_endpoint_limit: usize,
 }
@@ -79,27 +157,80 @@ impl HealthBook {
             check,
             panic_threshold,
             records: HashMap::new(),
+            members: 0,
+            views: None,
             metrics_endpoint_limit: crate::metrics::DEFAULT_ENDPOINT_LIMIT,
         }
     }
 
-    /// Keeps records for exactly `keys`; new endpoints start healthy, or
-    /// unhealthy until checked when the health check says so.
-    pub(crate) fn track<'a>(&mut self, keys: impl Iterator<Item = &'a str> + Clone) {
-        let current: HashSet<&str> = keys.clone().collect();
-        self.records.retain(|k, _| current.contains(&**k));
+    /// A new endpoint joins: it starts healthy, or unhealthy until checked
+    /// when the health check says so. True when it is eligible.
+    pub(crate) fn add(&mut self, key: &str) -> bool {
+        self.members += 1;
         let start_healthy = !self.check.as_ref().is_some_and(|c| c.start_unhealthy);
-        for key in keys {
-            self.records.entry(key.into()).or_insert_with(|| Record {
-                ejected_until: None,
-                times_ejected: 0,
-                returned_at: None,
-                checked_healthy: start_healthy,
-                awaiting_first_check: !start_healthy,
-                passes: 0,
-                failures: 0,
-                last_check_error: None,
-            });
+        if !start_healthy {
+            self.records.insert(key.into(), Record::new(false));
+            self.views = None;
+        }
+        start_healthy
+    }
+
+    /// An endpoint leaves, and its record with it.
+    pub(crate) fn remove(&mut self, key: &str) {
+        self.members = self.members.saturating_sub(1);
+        if self.records.remove(key).is_some() {
+            self.views = None;
+        }
+    }
+
+    /// Whether `key` may take requests (panic mode aside).
+    pub(crate) fn is_eligible(&self, key: &str) -> bool {
+        self.records
+            .get(key)
+            .is_none_or(|r| r.ejected_until.is_none() && r.checked_healthy)
+    }
+
+    /// Whether a pool with `eligible` of its `total` endpoints eligible is
+    /// in panic: when fewer than the panic threshold's share are, all of
+    /// them take requests, rather than crushing the few that remain
+    /// (Envoy's rule).
+    pub(crate) fn in_panic(&self, eligible: usize, total: usize) -> bool {
+        total > 0 && (eligible as f64) < self.panic_threshold * total as f64
+    }
+
+    /// The views for stats, made again only after a record changed.
+    pub(crate) fn views(&mut self) -> Arc<Views> {
+        if let Some(views) = &self.views {
+            return views.clone();
+        }
+        let mut made = Views::default();
+        for (key, record) in &self.records {
+            let view = view_of(record);
+            match view.state {
+                HealthState::Ejected => made.ejected += 1,
+                HealthState::Unhealthy => made.unhealthy += 1,
+                HealthState::Healthy => {}
+            }
+            made.views.insert(key.clone(), view);
+        }
+        let made = Arc::new(made);
+        self.views = Some(made.clone());
+        made
+    }
+
+    /// `key`'s record for an edit (a blank one made when it has none);
+    /// [`settle_record`](Self::settle_record) after.
+    fn record_mut(&mut self, key: &str) -> &mut Record {
+        self.views = None;
+        self.records
+            .entry(key.into())
+            .or_insert_with(|| Record::new(true))
+    }
+
+    /// Drops `key`'s record again when the edit left it blank.
+    fn settle_record(&mut self, key: &str) {
+        if self.records.get(key).is_some_and(Record::is_blank) {
+            self.records.remove(key);
         }
     }
 
@@ -111,8 +242,9 @@ impl HealthBook {
 
     /// Requests to `key` crossed a failure threshold: eject it, unless the
     /// share of the pool already ejected forbids.
+    /// `key` must be a member (the driver checks).
     pub(crate) fn on_failing(&mut self, key: &str, reason: &str, now: Instant) -> Changes {
-        let total = self.records.len();
+        let total = self.members;
         let ejected = self
             .records
             .values()
@@ -120,10 +252,12 @@ impl HealthBook {
             .count();
         let cap = total * usize::from(self.outlier.max_ejected_percent) / 100;
         let outlier = self.outlier;
-        let Some(record) = self.records.get_mut(key) else {
-            return Changes::default();
-        };
-        if !outlier.enabled || record.ejected_until.is_some() {
+        if !outlier.enabled
+            || self
+                .records
+                .get(key)
+                .is_some_and(|r| r.ejected_until.is_some())
+        {
             return Changes::default();
         }
         if ejected >= cap {
@@ -137,6 +271,8 @@ impl HealthBook {
             );
             return Changes::default();
         }
+        let service = self.service.clone();
+        let record = self.record_mut(key);
         // The multiplier decays by one for every base period spent back in
         // rotation since the last ejection.
         if let Some(returned) = record.returned_at {
@@ -154,7 +290,7 @@ impl HealthBook {
                 .unwrap_or_else(|| now + crate::time::FAR_FUTURE),
         );
         tracing::warn!(
-            service = %self.service,
+            service = %service,
             endpoint = key,
             reason,
             times_ejected = record.times_ejected,
@@ -169,17 +305,26 @@ impl HealthBook {
         Changes {
             republish: true,
             returned: Vec::new(),
+            touched: vec![key.into()],
         }
     }
 
-    /// One probe of `key` finished.
+    /// One probe of `key` finished; `key` must be a member (the driver
+    /// checks).
     pub(crate) fn on_probe(&mut self, key: &str, result: Result<(), String>) -> Changes {
-        let Some(check) = &self.check else {
+        let Some((healthy_threshold, unhealthy_threshold)) = self
+            .check
+            .as_ref()
+            .map(|c| (c.healthy_threshold, c.unhealthy_threshold))
+        else {
             return Changes::default();
         };
-        let Some(record) = self.records.get_mut(key) else {
+        let service = self.service.clone();
+        // A passing probe of an endpoint with no record changes nothing.
+        if result.is_ok() && !self.records.contains_key(key) {
             return Changes::default();
-        };
+        }
+        let record = self.record_mut(key);
         let mut changes = Changes::default();
         match result {
             Ok(()) => {
@@ -190,7 +335,7 @@ impl HealthBook {
                 let needed = if record.awaiting_first_check {
                     1
                 } else {
-                    check.healthy_threshold
+                    healthy_threshold
                 };
                 record.awaiting_first_check = false;
                 // An ejection rests on requests that failed a while ago; a
@@ -201,7 +346,7 @@ impl HealthBook {
                 if record.ejected_until.is_some() && record.checked_healthy {
                     record.ejected_until = None;
                     record.returned_at = Some(Instant::now());
-                    tracing::info!(service = %self.service, endpoint = key, "ejected endpoint passed a health check: back in rotation");
+                    tracing::info!(service = %service, endpoint = key, "ejected endpoint passed a health check: back in rotation");
                     changes.republish = true;
                     changes.returned.push(key.into());
                 }
@@ -211,7 +356,7 @@ impl HealthBook {
                         record.returned_at = Some(Instant::now());
                     }
                     record.checked_healthy = true;
-                    tracing::info!(service = %self.service, endpoint = key, "endpoint passed its health checks");
+                    tracing::info!(service = %service, endpoint = key, "endpoint passed its health checks");
                     changes.republish = true;
                     changes.returned.push(key.into());
                 }
@@ -220,10 +365,10 @@ impl HealthBook {
                 record.awaiting_first_check = false;
                 record.failures += 1;
                 record.passes = 0;
-                if record.checked_healthy && record.failures >= check.unhealthy_threshold {
+                if record.checked_healthy && record.failures >= unhealthy_threshold {
                     record.checked_healthy = false;
                     tracing::warn!(
-                        service = %self.service,
+                        service = %service,
                         endpoint = key,
                         error = %error,
                         failed_checks = record.failures,
@@ -234,6 +379,10 @@ impl HealthBook {
                 record.last_check_error = Some(error);
             }
         }
+        self.settle_record(key);
+        if changes.republish {
+            changes.touched.push(key.into());
+        }
         changes
     }
 
@@ -243,8 +392,10 @@ impl HealthBook {
     pub(crate) fn expire(&mut self, now: Instant) -> Changes {
         let mut changes = Changes::default();
         let checked = self.check.is_some();
+        let mut blank = Vec::new();
         for (key, record) in &mut self.records {
             if record.ejected_until.is_some_and(|until| until <= now) {
+                self.views = None;
                 record.ejected_until = None;
                 record.returned_at = Some(now);
                 if checked && record.failures > 0 && record.checked_healthy {
@@ -260,7 +411,14 @@ impl HealthBook {
                 tracing::info!(service = %self.service, endpoint = &**key, "endpoint back from ejection");
                 changes.republish = true;
                 changes.returned.push(key.clone());
+                changes.touched.push(key.clone());
+                if record.is_blank() {
+                    blank.push(key.clone());
+                }
             }
+        }
+        for key in blank {
+            self.records.remove(&key);
         }
         changes
     }
@@ -270,52 +428,32 @@ impl HealthBook {
         self.records.values().filter_map(|r| r.ejected_until).min()
     }
 
-    /// The members requests may go to, and whether the pool is in panic:
-    /// when fewer than the panic threshold's share are eligible, all of
-    /// them are, rather than crushing the few that remain (Envoy's rule).
-    pub(crate) fn eligible(&self, all: &[Member]) -> (Vec<Member>, bool) {
-        let eligible: Vec<Member> = all
-            .iter()
-            .filter(|m| self.view(m.endpoint().key()).state == HealthState::Healthy)
-            .cloned()
-            .collect();
-        let panic =
-            !all.is_empty() && (eligible.len() as f64) < self.panic_threshold * all.len() as f64;
-        if panic {
-            (all.to_vec(), true)
-        } else {
-            (eligible, false)
-        }
-    }
-
+    #[cfg(test)]
     pub(crate) fn view(&self, key: &str) -> HealthView {
-        let Some(record) = self.records.get(key) else {
-            return HealthView {
-                state: HealthState::Healthy,
-                ejected_until: None,
-                times_ejected: 0,
-                failed_checks: 0,
-                last_check_error: None,
-            };
-        };
-        let state = if record.ejected_until.is_some() {
-            HealthState::Ejected
-        } else if !record.checked_healthy {
-            HealthState::Unhealthy
-        } else {
-            HealthState::Healthy
-        };
-        HealthView {
-            state,
-            ejected_until: record.ejected_until,
-            times_ejected: record.times_ejected,
-            failed_checks: record.failures,
-            last_check_error: record.last_check_error.clone(),
-        }
+        self.records
+            .get(key)
+            .map_or_else(|| Views::default().of(key), view_of)
     }
 
     pub(crate) fn outlier(&self) -> &OutlierDetection {
         &self.outlier
+    }
+}
+
+fn view_of(record: &Record) -> HealthView {
+    let state = if record.ejected_until.is_some() {
+        HealthState::Ejected
+    } else if !record.checked_healthy {
+        HealthState::Unhealthy
+    } else {
+        HealthState::Healthy
+    };
+    HealthView {
+        state,
+        ejected_until: record.ejected_until,
+        times_ejected: record.times_ejected,
+        failed_checks: record.failures,
+        last_check_error: record.last_check_error.clone(),
     }
 }
 
@@ -334,7 +472,7 @@ mod tests {
             .unhealthy_threshold(1)
             .healthy_threshold(3);
         let mut book = HealthBook::new("svc".into(), OutlierDetection::new(), Some(check), 0.5);
-        book.track(["h:1"].into_iter());
+        book.add("h:1");
         book.on_probe("h:1", Err("down".into()));
         assert_eq!(book.view("h:1").state, HealthState::Unhealthy);
         book.on_probe("h:1", Ok(()));
@@ -350,7 +488,7 @@ mod tests {
             .healthy_threshold(3)
             .start_unhealthy(true);
         let mut book = HealthBook::new("svc".into(), OutlierDetection::new(), Some(check), 0.5);
-        book.track(["h:1"].into_iter());
+        book.add("h:1");
         assert_eq!(book.view("h:1").state, HealthState::Unhealthy);
         book.on_probe("h:1", Ok(()));
         assert_eq!(book.view("h:1").state, HealthState::Healthy);
@@ -363,7 +501,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_passing_probe_ends_an_ejection() {
         let mut book = HealthBook::new("svc".into(), OutlierDetection::new(), Some(check()), 0.5);
-        book.track(["h:1", "h:2"].into_iter());
+        book.add("h:1");
+        book.add("h:2");
         assert!(book.on_failing("h:1", "test", Instant::now()).republish);
         assert_eq!(book.view("h:1").state, HealthState::Ejected);
         let changes = book.on_probe("h:1", Ok(()));
@@ -375,7 +514,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_ejected_endpoint_failing_its_probes_stays_out() {
         let mut book = HealthBook::new("svc".into(), OutlierDetection::new(), Some(check()), 0.5);
-        book.track(["h:1", "h:2"].into_iter());
+        book.add("h:1");
+        book.add("h:2");
         book.on_failing("h:1", "test", Instant::now());
         // One failed probe: below the unhealthy threshold, but the latest.
         book.on_probe("h:1", Err("down".into()));
@@ -398,7 +538,8 @@ mod tests {
             .base_ejection_time(Duration::MAX)
             .max_ejection_time(Duration::MAX);
         let mut book = HealthBook::new("svc".into(), outlier, None, 0.5);
-        book.track(["h:1", "h:2"].into_iter());
+        book.add("h:1");
+        book.add("h:2");
         assert!(book.on_failing("h:1", "test", Instant::now()).republish);
         assert_eq!(book.view("h:1").state, HealthState::Ejected);
     }

@@ -1,5 +1,6 @@
 //! Passive outlier detection: every finished request is evidence.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -131,25 +132,43 @@ impl OutlierDetection {
 /// pool's view).
 #[derive(Debug)]
 pub(crate) struct PassiveMonitor {
-    config: OutlierDetection,
+    /// One copy for all the pool's endpoints.
+    shared: Arc<MonitorShared>,
     key: Box<str>,
-    events: UnboundedSender<HealthEvent>,
     consecutive: AtomicU32,
     window_start: AtomicU64,
     window_requests: AtomicU32,
     window_failures: AtomicU32,
 }
 
+/// What every monitor of one pool shares: the settings and where to report.
+#[derive(Debug)]
+pub(crate) struct MonitorShared {
+    config: OutlierDetection,
+    events: UnboundedSender<HealthEvent>,
+}
+
+impl MonitorShared {
+    pub(crate) fn new(config: OutlierDetection, events: UnboundedSender<HealthEvent>) -> Self {
+        Self { config, events }
+    }
+}
+
 impl PassiveMonitor {
+    #[cfg(test)]
     pub(crate) fn new(
         config: OutlierDetection,
         key: &str,
         events: UnboundedSender<HealthEvent>,
     ) -> Self {
+        Self::shared(Arc::new(MonitorShared::new(config, events)), key)
+    }
+
+    /// A monitor of `key` under the pool's shared settings.
+    pub(crate) fn shared(shared: Arc<MonitorShared>, key: &str) -> Self {
         Self {
-            config,
+            shared,
             key: key.into(),
-            events,
             consecutive: AtomicU32::new(0),
             window_start: AtomicU64::new(0),
             window_requests: AtomicU32::new(0),
@@ -164,14 +183,14 @@ impl PassiveMonitor {
             // At every multiple of the threshold: one event per threshold's
             // worth of failures, so an endpoint the ejection cap spared is
             // reported again while it goes on failing.
-            let threshold = self.config.consecutive_failures;
+            let threshold = self.shared.config.consecutive_failures;
             if run >= threshold && run.is_multiple_of(threshold) {
                 self.report(format!("{run} consecutive failures"));
             }
         } else {
             self.consecutive.store(0, Ordering::Relaxed);
         }
-        if let Some(rate) = self.config.failure_rate {
+        if let Some(rate) = self.shared.config.failure_rate {
             self.record_rate(&rate, failed, now_ns);
         }
     }
@@ -213,7 +232,7 @@ impl PassiveMonitor {
 
     fn report(&self, reason: String) {
         // The driver may be gone (pool dropped); nothing to do then.
-        let _ = self.events.send(HealthEvent::Failing {
+        let _ = self.shared.events.send(HealthEvent::Failing {
             key: self.key.clone(),
             reason,
             at: Instant::now(),

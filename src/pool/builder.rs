@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::balance::rng::{self, SeededRng};
-use crate::balance::{Balancer, RoundRobin};
+use crate::balance::{Balancer, Members, RoundRobin};
 use crate::discover::BoxDiscover;
 use crate::health::{DEFAULT_PANIC_THRESHOLD, HealthCheck, OutlierDetection};
 use crate::pool::clock::PoolClock;
@@ -190,10 +190,10 @@ impl PoolBuilder {
         let tracking = balancer.load_tracking();
         let rng = self.seed.map(|seed| Arc::new(SeededRng::new(seed)));
         let placeholder = Snapshot {
-            picker: rng::building_with(rng.as_ref(), || balancer.picker(&[])),
-            members: Box::new([]),
-            all: Box::new([]),
-            health: Box::new([]),
+            picker: rng::building_with(rng.as_ref(), || balancer.picker(&Members::default())),
+            members: Members::default(),
+            all: Members::default(),
+            health: Arc::default(),
             panic: false,
             ready: false,
         };

@@ -7,7 +7,7 @@
 //! ejection), failure reports from requests, probe results, and the timer
 //! of the next ejection to end.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -24,11 +24,17 @@ use crate::balance::rng::{self, SeededRng};
 use crate::discover::{BoxDiscover, Discover, Update};
 use crate::error::chain_message;
 use crate::health::{
-    Changes, HealthBook, HealthCheck, HealthEvent, HealthView, OutlierDetection, PassiveMonitor,
+    Changes, HealthBook, HealthCheck, HealthEvent, MonitorShared, OutlierDetection, PassiveMonitor,
+    Views,
 };
-use crate::pool::load::EndpointState;
-use crate::pool::member::Member;
+use crate::pool::load::{EndpointState, StateSettings};
+use crate::pool::roster::{Roster, Upserted};
 use crate::pool::{Shared, Snapshot};
+
+/// At most this many queued updates (or health events) are applied before
+/// one publication: a registry storm is coalesced into few snapshots, and
+/// the driver still yields between batches.
+const MAX_BATCH: usize = 1_024;
 
 /// How often, at most, the pool repeats that every endpoint fails its
 /// health check.
@@ -141,13 +147,16 @@ pub(crate) async fn drive(pool: Weak<Shared>, home: SourceHome, config: DriverCo
         config.panic_threshold,
     )
     .with_metrics_endpoint_limit(limit);
+    let Some(makers) = pool
+        .upgrade()
+        .map(|shared| StateMakers::new(&shared, book.outlier(), &health_tx))
+    else {
+        return;
+    };
     // Empty on the first start; on a restart (the runtime this task ran on
     // shut down), the set published before, so incremental updates apply to
     // it and endpoints keep their load history.
-    let mut members: BTreeMap<Box<str>, Member> = shared_members(&pool);
-    if !members.is_empty() {
-        book.track(members.keys().map(|k| &**k));
-    }
+    let mut roster = shared_members(&pool, &mut book);
     // The pump only stops by panicking (a source bug): health must go on,
     // or ejections would never end.
     let mut source_gone = false;
@@ -170,48 +179,77 @@ pub(crate) async fn drive(pool: Weak<Shared>, home: SourceHome, config: DriverCo
                     shared.record_error(&panicked, 1, Duration::ZERO);
                     continue;
                 };
-                match event {
-                    SourceEvent::Update(update) => {
-                        if shared.apply(&mut members, update, &health_tx, book.outlier()) {
-                            book.track(members.keys().map(|k| &**k));
-                            shared.publish(&members, &book);
-                            members_changed.notify_one();
+                // Everything the source has said by now, then one
+                // publication: a burst costs one snapshot, not one each.
+                let mut applied = false;
+                let mut next = Some(event);
+                let mut taken = 0;
+                while let Some(event) = next.take() {
+                    match event {
+                        SourceEvent::Update(update) => {
+                            applied |= shared.apply(&mut roster, &mut book, update, &makers);
+                        }
+                        SourceEvent::Failed { error, failures, retry_in } => {
+                            shared.record_error(&*error, failures, retry_in);
                         }
                     }
-                    SourceEvent::Failed { error, failures, retry_in } => {
-                        shared.record_error(&*error, failures, retry_in);
+                    taken += 1;
+                    if taken < MAX_BATCH {
+                        next = source_rx.try_recv().ok();
                     }
+                }
+                if applied {
+                    shared.publish(&mut roster, &mut book);
+                    members_changed.notify_one();
                 }
             }
             event = health_rx.recv() => {
                 let Some(event) = event else { return };
                 let Some(shared) = pool.upgrade() else { return };
-                let changes = match event {
-                    HealthEvent::Failing { key, reason, at } => book.on_failing(&key, &reason, at),
-                    HealthEvent::Probe { key, result } => book.on_probe(&key, result),
-                };
-                shared.settle(&members, &book, changes);
+                let mut changes = Changes::default();
+                let mut next = Some(event);
+                let mut taken = 0;
+                while let Some(event) = next.take() {
+                    let more = match event {
+                        // From an endpoint's monitor or a probe round that
+                        // may have outlived its membership.
+                        HealthEvent::Failing { key, .. } | HealthEvent::Probe { key, .. }
+                            if !roster.contains(&key) => Changes::default(),
+                        HealthEvent::Failing { key, reason, at } => book.on_failing(&key, &reason, at),
+                        HealthEvent::Probe { key, result } => book.on_probe(&key, result),
+                    };
+                    changes.merge(more);
+                    taken += 1;
+                    if taken < MAX_BATCH {
+                        next = health_rx.try_recv().ok();
+                    }
+                }
+                shared.settle(&mut roster, &mut book, changes);
             }
             () = next_ejection_ends => {
                 let Some(shared) = pool.upgrade() else { return };
                 let changes = book.expire(Instant::now());
-                shared.settle(&members, &book, changes);
+                shared.settle(&mut roster, &mut book, changes);
             }
         }
     }
 }
 
-/// The members of the pool's current snapshot, by key.
-fn shared_members(pool: &Weak<Shared>) -> BTreeMap<Box<str>, Member> {
-    pool.upgrade().map_or_else(BTreeMap::new, |shared| {
-        shared
-            .snapshot
-            .load()
-            .all
-            .iter()
-            .map(|m| (m.endpoint().key().into(), m.clone()))
-            .collect()
-    })
+/// The members of the pool's current snapshot, entered in `book` afresh.
+fn shared_members(pool: &Weak<Shared>, book: &mut HealthBook) -> Roster {
+    let mut roster = Roster::default();
+    let Some(shared) = pool.upgrade() else {
+        return roster;
+    };
+    let snapshot = shared.snapshot.load();
+    for member in snapshot.all.iter() {
+        let state = member.shared_state().clone();
+        if let Upserted::New = roster.upsert(member.endpoint().clone(), |_| state) {
+            let eligible = book.add(member.endpoint().key());
+            roster.set_eligible(member.endpoint().key(), eligible);
+        }
+    }
+    roster
 }
 
 /// Owns the discovery source from the moment the driver is spawned, and
@@ -298,51 +336,73 @@ async fn pump(
 }
 
 impl Shared {
-    /// Applies a source update to `members`; false when it was refused.
+    /// Applies a source update to the roster and the health book; false
+    /// when it was refused.
     fn apply(
         &self,
-        members: &mut BTreeMap<Box<str>, Member>,
+        roster: &mut Roster,
+        book: &mut HealthBook,
         update: Update,
-        health: &UnboundedSender<HealthEvent>,
-        outlier: &OutlierDetection,
+        makers: &StateMakers,
     ) -> bool {
-        let before = members.len();
+        let before = roster.len();
         // Slow start is for endpoints that join a running pool, not for the
         // first set, where every endpoint would ramp together.
         let ramp = self.slow_start.is_some() && self.status().updates > 0;
         let factory = StateFactory {
             shared: self,
-            health,
-            outlier,
+            makers,
             ramp,
+        };
+        let upsert = |roster: &mut Roster, book: &mut HealthBook, endpoint: Endpoint| {
+            let key_joined =
+                match roster.upsert(endpoint.clone(), |e| Arc::new(factory.new_state(e))) {
+                    Upserted::New => true,
+                    Upserted::Replaced | Upserted::Same => false,
+                };
+            if key_joined {
+                let eligible = book.add(endpoint.key());
+                roster.set_eligible(endpoint.key(), eligible);
+            }
         };
         match update {
             Update::Replace(endpoints) => {
-                if endpoints.is_empty() && !members.is_empty() && !self.allow_empty {
+                if endpoints.is_empty() && !roster.is_empty() && !self.allow_empty {
                     tracing::warn!(
                         service = %self.service,
-                        kept = members.len(),
+                        kept = roster.len(),
                         "discovery replaced the endpoint set with an empty one; \
                          keeping the last good set (allow_empty is off)"
                     );
                     self.status().rejected_updates += 1;
                     return false;
                 }
-                let mut next = BTreeMap::new();
-                for endpoint in endpoints {
-                    factory.upsert(&mut next, members, endpoint);
+                // The keys that stay; the others leave.
+                let staying: HashSet<&str> = endpoints.iter().map(Endpoint::key).collect();
+                let leaving: Vec<Endpoint> = roster
+                    .members()
+                    .filter(|m| !staying.contains(m.endpoint().key()))
+                    .map(|m| m.endpoint().clone())
+                    .collect();
+                drop(staying);
+                for endpoint in leaving {
+                    roster.remove(endpoint.key());
+                    book.remove(endpoint.key());
                 }
-                *members = next;
+                for endpoint in endpoints {
+                    upsert(roster, book, endpoint);
+                }
             }
             Update::Insert(endpoints) => {
-                let previous = members.clone();
                 for endpoint in endpoints {
-                    factory.upsert(members, &previous, endpoint);
+                    upsert(roster, book, endpoint);
                 }
             }
             Update::Remove(endpoints) => {
                 for endpoint in endpoints {
-                    members.remove(endpoint.key());
+                    if roster.remove(endpoint.key()) {
+                        book.remove(endpoint.key());
+                    }
                 }
             }
         }
@@ -354,18 +414,22 @@ impl Shared {
             status.stale = false;
             status.updates == 1
         };
-        tracing::debug!(service = %self.service, before, after = members.len(), "endpoint set updated");
+        tracing::debug!(service = %self.service, before, after = roster.len(), "endpoint set updated");
         if first {
-            tracing::info!(service = %self.service, endpoints = members.len(), "pool ready");
+            tracing::info!(service = %self.service, endpoints = roster.len(), "pool ready");
         }
         true
     }
 
-    /// Acts on health changes: returning endpoints start afresh (and ramp
-    /// up, with slow start); any change of eligibility is published.
-    fn settle(&self, members: &BTreeMap<Box<str>, Member>, book: &HealthBook, changes: Changes) {
+    /// Acts on health changes: endpoints whose eligibility changed move in
+    /// or out of the eligible list; returning endpoints start afresh (and
+    /// ramp up, with slow start); any change of eligibility is published.
+    fn settle(&self, roster: &mut Roster, book: &mut HealthBook, changes: Changes) {
+        for key in &changes.touched {
+            roster.set_eligible(key, book.is_eligible(key));
+        }
         for key in &changes.returned {
-            if let Some(member) = members.get(key) {
+            if let Some(member) = roster.get(key) {
                 member.state().reset_failures();
                 if self.slow_start.is_some() {
                     member.state().begin_ramp();
@@ -373,31 +437,32 @@ impl Shared {
             }
         }
         if changes.republish {
-            self.publish(members, book);
+            self.publish(roster, book);
         }
     }
 
-    /// Publishes the eligible members (all of them in panic) and a new
-    /// picker for them.
-    fn publish(&self, members: &BTreeMap<Box<str>, Member>, book: &HealthBook) {
-        let all: Box<[Member]> = members.values().cloned().collect();
-        let (eligible, panic) = book.eligible(&all);
-        let was_panic = self.snapshot.load().panic;
-        let states = |state| {
-            all.iter()
-                .filter(|m| book.view(m.endpoint().key()).state == state)
-                .count()
-        };
+    /// Publishes the eligible members (all of them in panic) and a picker
+    /// for them: the current one updated when it can follow the edits,
+    /// otherwise a new one.
+    fn publish(&self, roster: &mut Roster, book: &mut HealthBook) {
+        let previous = self.snapshot.load_full();
+        let views = book.views();
+        let published = roster.publish();
+        let all = published.all;
+        let panic = book.in_panic(published.eligible.len(), all.len());
+        let was_panic = previous.panic;
         #[cfg(feature = "metrics")]
         crate::metrics::pool_state(
             &self.service,
-            eligible.len(),
-            states(crate::health::HealthState::Ejected),
-            states(crate::health::HealthState::Unhealthy),
+            if panic {
+                all.len()
+            } else {
+                published.eligible.len()
+            },
+            views.ejected,
+            views.unhealthy,
             panic,
         );
-        #[cfg(not(feature = "metrics"))]
-        let _ = states;
         if panic != was_panic {
             if panic {
                 tracing::warn!(
@@ -409,14 +474,26 @@ impl Shared {
                 tracing::info!(service = %self.service, "enough endpoints are healthy again: panic mode over");
             }
         }
-        let health: Box<[_]> = all.iter().map(|m| book.view(m.endpoint().key())).collect();
-        self.warn_if_every_check_fails(&health);
-        let eligible: Box<[Member]> = eligible.into();
-        let picker = rng::building_with(self.rng.as_ref(), || self.balancer.picker(&eligible));
+        self.warn_if_every_check_fails(&views, all.len());
+        let (members, changes) = if panic {
+            (all.clone(), published.all_changes)
+        } else {
+            (published.eligible, published.eligible_changes)
+        };
+        let picker = rng::building_with(self.rng.as_ref(), || {
+            let follows = previous.ready && panic == was_panic;
+            match changes {
+                Some(changes) if follows => previous
+                    .picker
+                    .update(&members, &changes)
+                    .unwrap_or_else(|| self.balancer.picker(&members)),
+                _ => self.balancer.picker(&members),
+            }
+        });
         self.snapshot.store(Arc::new(Snapshot {
-            members: eligible,
+            members,
             all,
-            health,
+            health: views,
             panic,
             picker,
             ready: true,
@@ -426,8 +503,8 @@ impl Shared {
 
     /// Says, loudly and at most once a minute, that every endpoint fails
     /// its health check: the likeliest cause is the check, not the service.
-    fn warn_if_every_check_fails(&self, health: &[HealthView]) {
-        if !super::stats::every_check_failing(health) {
+    fn warn_if_every_check_fails(&self, health: &Views, endpoints: usize) {
+        if !super::stats::every_check_failing(health, endpoints) {
             return;
         }
         let now = Instant::now();
@@ -446,14 +523,11 @@ impl Shared {
             .check
             .as_ref()
             .map_or_else(|| "its health check".to_string(), HealthCheck::describe);
-        let last_error = health
-            .iter()
-            .find_map(|h| h.last_check_error.as_deref())
-            .unwrap_or("none recorded");
+        let last_error = health.any_check_error().unwrap_or("none recorded");
         tracing::warn!(
             service = %self.service,
             check = %check,
-            endpoints = health.len(),
+            endpoints,
             last_error = %last_error,
             "every endpoint fails the health check; does the service serve it? \
              Balancing over all of them (panic mode)"
@@ -497,40 +571,49 @@ impl Shared {
 /// Makes the live state of endpoints that join the pool.
 struct StateFactory<'a> {
     shared: &'a Shared,
-    health: &'a UnboundedSender<HealthEvent>,
-    outlier: &'a OutlierDetection,
+    makers: &'a StateMakers,
     ramp: bool,
 }
 
-impl StateFactory<'_> {
-    /// Puts `endpoint` into `into`, keeping the live state it had in `from`
-    /// (same key) so in-flight counts and history survive the update.
-    fn upsert(
-        &self,
-        into: &mut BTreeMap<Box<str>, Member>,
-        from: &BTreeMap<Box<str>, Member>,
-        endpoint: Endpoint,
-    ) {
-        let state = match from.get(endpoint.key()) {
-            Some(member) => member.shared_state().clone(),
-            None => Arc::new(self.new_state(&endpoint)),
-        };
-        into.insert(endpoint.key().into(), Member::new(endpoint, state));
-    }
+/// What every endpoint state the driver makes shares: one copy per pool.
+pub(crate) struct StateMakers {
+    settings: Arc<StateSettings>,
+    /// With outlier detection on.
+    monitor: Option<Arc<MonitorShared>>,
+}
 
+impl StateMakers {
+    fn new(
+        shared: &Shared,
+        outlier: &OutlierDetection,
+        health: &UnboundedSender<HealthEvent>,
+    ) -> Self {
+        Self {
+            settings: Arc::new(StateSettings::new(
+                shared.tracking,
+                shared.total_in_flight.clone(),
+                shared.cancel_timeout,
+                shared.abandoned_body_timeout,
+            )),
+            monitor: outlier
+                .enabled
+                .then(|| Arc::new(MonitorShared::new(*outlier, health.clone()))),
+        }
+    }
+}
+
+impl StateFactory<'_> {
     fn new_state(&self, endpoint: &Endpoint) -> EndpointState {
         let passive = self
-            .outlier
-            .enabled
-            .then(|| PassiveMonitor::new(*self.outlier, endpoint.key(), self.health.clone()));
-        let state = EndpointState::new(
-            self.shared.tracking,
-            self.shared.total_in_flight.clone(),
+            .makers
+            .monitor
+            .as_ref()
+            .map(|shared| PassiveMonitor::shared(shared.clone(), endpoint.key()));
+        let state = EndpointState::with_settings(
+            self.makers.settings.clone(),
             passive,
             self.shared.clock.clone(),
-            self.shared.cancel_timeout,
-        )
-        .with_abandoned_body_timeout(self.shared.abandoned_body_timeout);
+        );
         if self.ramp {
             state.begin_ramp();
         }
@@ -541,6 +624,65 @@ impl StateFactory<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    use crate::Pool;
+    use crate::balance::{Balancer, Members, PickContext, Picker};
+    use crate::discover::Push;
+
+    /// Round robin's picks, but every publication builds afresh and is
+    /// counted.
+    #[derive(Debug)]
+    struct Counting(Arc<AtomicUsize>);
+
+    struct First;
+
+    impl Balancer for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn picker(&self, _members: &Members) -> Box<dyn Picker> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Box::new(First)
+        }
+    }
+
+    impl Picker for First {
+        fn pick(&self, members: &Members, _ctx: &PickContext<'_>) -> Option<usize> {
+            (!members.is_empty()).then_some(0)
+        }
+    }
+
+    /// A registry storm (1,000 single inserts queued at once) is applied
+    /// in a few publications, not one per update.
+    #[tokio::test]
+    async fn queued_updates_are_coalesced_into_few_publications() {
+        let builds = Arc::new(AtomicUsize::new(0));
+        let (source, handle) = Push::new();
+        let pool = Pool::builder("storm", source)
+            .balancer(Counting(builds.clone()))
+            .build();
+        handle.replace(["10.0.0.1:80"]).unwrap();
+        pool.ready().await.unwrap();
+        let before = builds.load(Ordering::Relaxed);
+        for i in 0..1_000 {
+            handle
+                .add(format!("10.1.{}.{}:80", i / 250, i % 250 + 1).as_str())
+                .unwrap();
+        }
+        for _ in 0..1_000_000 {
+            if pool.len() == 1_001 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.len(), 1_001);
+        let publications = builds.load(Ordering::Relaxed) - before;
+        assert!(
+            (1..=50).contains(&publications),
+            "{publications} publications for 1,000 queued updates"
+        );
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

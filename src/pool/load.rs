@@ -77,7 +77,9 @@ pub struct EndpointState {
     /// rest of the arithmetic.
     nanos: TrackingNanos,
     // -- end of the first cache line --
-    pool_in_flight: Option<Arc<AtomicUsize>>,
+    /// The pool's settings, one copy for all its endpoints (a copy in each
+    /// cost 88 bytes an endpoint).
+    settings: Arc<StateSettings>,
     /// Slow start: when the ramp began, in ns since the epoch plus one; 0 = none.
     ramp_from: AtomicU64,
     requests: AtomicU64,
@@ -87,17 +89,41 @@ pub struct EndpointState {
     latency: AtomicU64,
     /// Average time to the last body byte for stats, likewise.
     last_byte: AtomicU64,
+    /// Outlier detection's counters, when the pool ejects.
+    passive: Option<PassiveMonitor>,
+}
+
+/// What every endpoint state of one pool shares.
+#[derive(Debug)]
+pub(crate) struct StateSettings {
+    tracking: LoadTracking,
+    pool_in_flight: Option<Arc<AtomicUsize>>,
     /// A request cancelled after waiting this long counts as timed out.
     cancel_timeout: Option<Duration>,
     /// A body abandoned unfinished this long after its head counts as
     /// timed out (off unless the pool asks for it).
     abandoned_body_timeout: Option<Duration>,
-    tracking: LoadTracking,
-    /// Outlier detection's counters, when the pool ejects.
-    passive: Option<PassiveMonitor>,
+}
+
+impl StateSettings {
+    pub(crate) fn new(
+        tracking: LoadTracking,
+        pool_in_flight: Option<Arc<AtomicUsize>>,
+        cancel_timeout: Option<Duration>,
+        abandoned_body_timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            tracking,
+            pool_in_flight,
+            cancel_timeout,
+            abandoned_body_timeout,
+        }
+    }
 }
 
 impl EndpointState {
+    /// A state with settings of its own, for tests.
+    #[cfg(test)]
     pub(crate) fn new(
         tracking: LoadTracking,
         pool_in_flight: Option<Arc<AtomicUsize>>,
@@ -105,10 +131,18 @@ impl EndpointState {
         clock: Arc<PoolClock>,
         cancel_timeout: Option<Duration>,
     ) -> Self {
+        let settings = StateSettings::new(tracking, pool_in_flight, cancel_timeout, None);
+        Self::with_settings(Arc::new(settings), passive, clock)
+    }
+
+    /// A fresh state under the pool's shared `settings`.
+    pub(crate) fn with_settings(
+        settings: Arc<StateSettings>,
+        passive: Option<PassiveMonitor>,
+        clock: Arc<PoolClock>,
+    ) -> Self {
         Self {
             last_byte: AtomicU64::new(0),
-            cancel_timeout,
-            abandoned_body_timeout: None,
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -116,9 +150,8 @@ impl EndpointState {
             rtt: AtomicU64::new(0),
             stamp: AtomicU64::new(0),
             clock,
-            nanos: TrackingNanos::new(&tracking),
-            tracking,
-            pool_in_flight,
+            nanos: TrackingNanos::new(&settings.tracking),
+            settings,
             passive,
             ramp_from: AtomicU64::new(0),
         }
@@ -230,13 +263,13 @@ impl EndpointState {
 
     /// The tracking settings this state was created with.
     pub fn tracking(&self) -> &LoadTracking {
-        &self.tracking
+        &self.settings.tracking
     }
 
     #[inline]
     pub(crate) fn start(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if let Some(total) = &self.pool_in_flight {
+        if let Some(total) = &self.settings.pool_in_flight {
             total.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -244,7 +277,7 @@ impl EndpointState {
     #[inline]
     pub(crate) fn finish(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if let Some(total) = &self.pool_in_flight {
+        if let Some(total) = &self.settings.pool_in_flight {
             total.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -344,20 +377,14 @@ impl EndpointState {
     /// How long a request may wait before its cancellation counts as a
     /// timeout of this endpoint (`None`: never).
     pub fn cancel_timeout(&self) -> Option<Duration> {
-        self.cancel_timeout
+        self.settings.cancel_timeout
     }
 
     /// How long after its head a response body may be abandoned before
     /// that counts as a timeout of this endpoint (`None`: never, the
     /// default).
     pub fn abandoned_body_timeout(&self) -> Option<Duration> {
-        self.abandoned_body_timeout
-    }
-
-    /// Sets [`abandoned_body_timeout`](Self::abandoned_body_timeout).
-    pub(crate) fn with_abandoned_body_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.abandoned_body_timeout = timeout;
-        self
+        self.settings.abandoned_body_timeout
     }
 
     /// Starts a slow-start ramp now.
@@ -465,7 +492,13 @@ mod tests {
 
     #[test]
     fn what_a_pick_reads_fits_in_the_first_cache_line() {
-        assert_eq!(std::mem::offset_of!(EndpointState, pool_in_flight), 64);
+        assert_eq!(std::mem::offset_of!(EndpointState, settings), 64);
+    }
+
+    #[test]
+    fn a_state_is_three_cache_lines_at_most() {
+        // With the reference counts' line, 256 bytes an endpoint.
+        assert!(std::mem::size_of::<EndpointState>() <= 192);
     }
 
     fn state() -> EndpointState {

@@ -11,9 +11,11 @@ mod clock;
 mod driver;
 pub(crate) mod load;
 pub(crate) mod member;
+pub(crate) mod members;
 mod pick;
 mod picked;
 mod restart;
+mod roster;
 mod stats;
 
 use std::fmt;
@@ -29,13 +31,14 @@ pub use builder::{DEFAULT_CANCEL_TIMEOUT, PoolBuilder};
 pub use cached::CachedPool;
 use load::LoadTracking;
 use member::Member;
+use members::Members;
 pub use picked::Picked;
 use restart::DriverSlot;
 
 use crate::balance::rng::SeededRng;
 use crate::balance::{Balancer, PickContext, Picker};
 use crate::discover::Discover;
-use crate::health::HealthView;
+use crate::health::Views;
 use crate::stats::PoolStats;
 use crate::{Endpoint, Error};
 
@@ -107,11 +110,12 @@ pub(crate) struct Shared {
 /// One published endpoint set and the picker built for it.
 pub(crate) struct Snapshot {
     /// The eligible members: what the picker picks from.
-    members: Box<[Member]>,
-    /// Every member, eligible or not, sorted by key.
-    all: Box<[Member]>,
-    /// The health of each of `all`, in the same order.
-    health: Box<[HealthView]>,
+    members: Members,
+    /// Every member, eligible or not, in the pool's order (not sorted).
+    all: Members,
+    /// The health of the members that have a health record (the others
+    /// are healthy).
+    health: Arc<Views>,
     /// Too few members are healthy: `members` is all of them.
     panic: bool,
     picker: Box<dyn Picker>,
@@ -242,24 +246,45 @@ impl Pool {
 
     /// Every endpoint discovery knows, eligible or not, sorted by key.
     pub fn endpoints(&self) -> Vec<Endpoint> {
-        let snapshot = self.shared.snapshot.load();
-        snapshot.all.iter().map(|m| m.endpoint().clone()).collect()
+        sorted(
+            self.shared
+                .snapshot
+                .load()
+                .all
+                .iter()
+                .map(|m| m.endpoint().clone()),
+        )
+    }
+
+    /// How many endpoints discovery knows, eligible or not: `endpoints().len()`
+    /// without the copy.
+    pub fn len(&self) -> usize {
+        self.shared.snapshot.load().all.len()
+    }
+
+    /// True when the pool has no endpoints (or discovery has not answered).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The endpoints requests may go to now: not ejected, not failing
     /// health checks (or all of them, in panic mode).
     pub fn eligible_endpoints(&self) -> Vec<Endpoint> {
-        let snapshot = self.shared.snapshot.load();
-        snapshot
-            .members
-            .iter()
-            .map(|m| m.endpoint().clone())
-            .collect()
+        sorted(
+            self.shared
+                .snapshot
+                .load()
+                .members
+                .iter()
+                .map(|m| m.endpoint().clone()),
+        )
     }
 
     /// Every member with its live state, sorted by key.
     pub fn members(&self) -> Vec<Member> {
-        self.shared.snapshot.load().all.to_vec()
+        let mut members: Vec<Member> = self.shared.snapshot.load().all.iter().cloned().collect();
+        members.sort_unstable_by(|a, b| a.endpoint().key().cmp(b.endpoint().key()));
+        members
     }
 
     /// True when too few endpoints are healthy and the pool balances over
@@ -273,6 +298,14 @@ impl Pool {
     pub fn stats(&self) -> PoolStats {
         stats::assemble(&self.shared)
     }
+}
+
+/// `endpoints` sorted by key: the pool keeps its members in the order
+/// they joined (see [`Members`]), and its listings promise key order.
+fn sorted(endpoints: impl Iterator<Item = Endpoint>) -> Vec<Endpoint> {
+    let mut endpoints: Vec<Endpoint> = endpoints.collect();
+    endpoints.sort_unstable_by(|a, b| a.key().cmp(b.key()));
+    endpoints
 }
 
 impl fmt::Debug for Pool {

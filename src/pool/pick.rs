@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::Error;
 use crate::balance::{PickContext, Picker, rng};
-use crate::pool::member::Member;
+use crate::pool::members::Members;
 use crate::pool::picked::Picked;
 use crate::pool::{Pool, Snapshot};
 
@@ -72,7 +72,7 @@ impl Pool {
 /// minimum weight); otherwise the picker is asked once more.
 #[inline]
 fn ramped(
-    members: &[Member],
+    members: &Members,
     ctx: &PickContext<'_>,
     picker: &dyn Picker,
     index: usize,
@@ -94,7 +94,7 @@ fn ramped(
 /// then take the first eligible endpoint from a random start. `None` when
 /// every endpoint is avoided.
 #[cold]
-fn avoiding(members: &[Member], ctx: &PickContext<'_>, picker: &dyn Picker) -> Option<usize> {
+fn avoiding(members: &Members, ctx: &PickContext<'_>, picker: &dyn Picker) -> Option<usize> {
     for _ in 0..2 {
         if let Some(i) = picker.pick(members, ctx).filter(|&i| i < members.len())
             && !ctx.avoids(members[i].endpoint())
@@ -112,7 +112,7 @@ fn avoiding(members: &[Member], ctx: &PickContext<'_>, picker: &dyn Picker) -> O
 /// in the set's order that is still a member), so a call that outlives the
 /// pool's size cycles through the endpoints instead of repeating the last.
 #[cold]
-fn least_recently_avoided(members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+fn least_recently_avoided(members: &Members, ctx: &PickContext<'_>) -> Option<usize> {
     ctx.avoid?.iter().find_map(|avoided| {
         members
             .iter()

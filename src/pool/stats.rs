@@ -2,13 +2,13 @@
 //!
 //! [`Pool::stats`]: crate::Pool::stats
 
-use crate::health::{HealthState, HealthView, remaining};
+use crate::health::{Views, remaining};
 use crate::pool::Shared;
 use crate::stats::{EndpointStats, PoolStats};
 
-/// Whether every endpoint is out for failing its active checks.
-pub(crate) fn every_check_failing(health: &[HealthView]) -> bool {
-    !health.is_empty() && health.iter().all(|h| h.state == HealthState::Unhealthy)
+/// Whether every one of `endpoints` is out for failing its active checks.
+pub(crate) fn every_check_failing(health: &Views, endpoints: usize) -> bool {
+    endpoints > 0 && health.unhealthy == endpoints
 }
 
 /// Assembles the pool's stats from its current snapshot and its source's
@@ -16,22 +16,23 @@ pub(crate) fn every_check_failing(health: &[HealthView]) -> bool {
 pub(super) fn assemble(shared: &Shared) -> PoolStats {
     let snapshot = shared.snapshot.load();
     let status = shared.status();
-    let endpoints = snapshot
-        .all
-        .iter()
-        .zip(snapshot.health.iter())
-        .map(|(member, health)| {
+    let mut members: Vec<_> = snapshot.all.iter().collect();
+    members.sort_unstable_by(|a, b| a.endpoint().key().cmp(b.endpoint().key()));
+    let endpoints = members
+        .into_iter()
+        .map(|member| {
+            let health = snapshot.health.of(member.endpoint().key());
             let mut stats = EndpointStats::of(member);
             stats.health = health.state;
             stats.ejected_for_secs = remaining(health.ejected_until).map(|d| d.as_secs_f64());
             stats.times_ejected = health.times_ejected;
             stats.failed_checks = health.failed_checks;
-            stats.last_check_error = health.last_check_error.clone();
+            stats.last_check_error = health.last_check_error;
             stats
         })
         .collect();
     PoolStats {
-        every_check_failing: every_check_failing(&snapshot.health),
+        every_check_failing: every_check_failing(&snapshot.health, snapshot.all.len()),
         service: shared.service.to_string(),
         balancer: shared.balancer.name(),
         ready: snapshot.ready,

@@ -12,8 +12,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tower_lb::balance::{
-    Balancer, ConsistentHash, HashKey, LeastRequest, Member, PeakEwma, PickContext, Picker, Random,
-    RoundRobin, WeightedRoundRobin, hash_bytes,
+    Balancer, ConsistentHash, HashKey, LeastRequest, Members, PeakEwma, PickContext, Picker,
+    Random, RoundRobin, WeightedRoundRobin, hash_bytes,
 };
 use tower_lb::discover::Fixed;
 use tower_lb::{Endpoint, Pool};
@@ -29,13 +29,13 @@ impl Balancer for First {
     fn name(&self) -> &'static str {
         "first"
     }
-    fn picker(&self, _members: &[Member]) -> Box<dyn Picker> {
+    fn picker(&self, _members: &Members) -> Box<dyn Picker> {
         Box::new(First)
     }
 }
 
 impl Picker for First {
-    fn pick(&self, members: &[Member], _ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, members: &Members, _ctx: &PickContext<'_>) -> Option<usize> {
         (!members.is_empty()).then_some(0)
     }
 }
@@ -146,7 +146,7 @@ fn tower_lb_parts(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         ),
     ];
     for (name, balancer, weighted) in cases {
-        let members = pool(rt, weighted, balancer.clone()).members();
+        let members: Members = pool(rt, weighted, balancer.clone()).members().into();
         let picker = balancer.picker(&members);
         // The picker alone.
         g.bench_function(format!("picker_only/{name}"), |b| {
@@ -179,7 +179,7 @@ fn tower_lb_parts(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         g.bench_function(format!("cached_pick/{name}"), |b| {
             b.iter(|| drop(black_box(cached.pick().unwrap())))
         });
-        let members = pool.members();
+        let members: Members = pool.members().into();
         let picker = balancer.picker(&members);
         g.bench_function(format!("picker_only/{name}"), |b| {
             b.iter(|| black_box(picker.pick(&members, black_box(&PickContext::new("svc")))))

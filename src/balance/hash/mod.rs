@@ -4,6 +4,7 @@
 mod hasher;
 mod maglev;
 mod ring;
+mod slots;
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,7 +14,9 @@ use http::HeaderName;
 
 pub use hasher::hash_bytes;
 
-use crate::balance::{Balancer, LeastRequest, LoadTracking, Member, PickContext, Picker};
+use crate::balance::{
+    Balancer, Change, LeastRequest, LoadTracking, Member, Members, PickContext, Picker,
+};
 
 /// Where a request's hash key comes from.
 #[derive(Clone)]
@@ -205,19 +208,25 @@ impl Balancer for ConsistentHash {
         }
     }
 
-    fn picker(&self, members: &[Member]) -> Box<dyn Picker> {
-        let lookup = match self.table {
-            HashTable::Maglev => Lookup::Maglev(maglev::build(members)),
-            HashTable::Ring { points_per_weight } => {
-                Lookup::Ring(ring::build(members, points_per_weight))
+    fn picker(&self, members: &Members) -> Box<dyn Picker> {
+        let (lookup, counts) = match self.table {
+            HashTable::Maglev => {
+                let table = maglev::build(members);
+                (Lookup::Maglev(table.slots), table.counts)
             }
+            HashTable::Ring { points_per_weight } => (
+                Lookup::Ring(ring::build(members, points_per_weight)),
+                Box::default(),
+            ),
         };
         Box::new(HashPicker {
             key: self.key.clone(),
             lookup,
+            maglev_counts: counts,
             bound: self.bound,
             total_weight: members.iter().map(|m| u64::from(m.weight())).sum(),
             fallback: self.fallback.picker(members),
+            fallback_balancer: self.fallback.clone(),
             keyless_told: self.keyless_told.clone(),
         })
     }
@@ -231,7 +240,7 @@ impl Balancer for ConsistentHash {
 }
 
 enum Lookup {
-    Maglev(Box<[u32]>),
+    Maglev(slots::Slots),
     Ring(Box<[(u64, u32)]>),
 }
 
@@ -270,9 +279,13 @@ impl Lookup {
 struct HashPicker {
     key: HashKey,
     lookup: Lookup,
+    /// Maglev: how many slots each member owns (empty for a ring).
+    maglev_counts: Box<[u32]>,
     bound: Option<BoundedLoad>,
     total_weight: u64,
     fallback: Box<dyn Picker>,
+    /// What builds `fallback` afresh when it cannot follow a change.
+    fallback_balancer: Arc<dyn Balancer>,
     keyless_told: Arc<AtomicBool>,
 }
 
@@ -302,7 +315,30 @@ impl HashPicker {
 }
 
 impl Picker for HashPicker {
-    fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+    /// Maglev follows a change (see `maglev::update`); a ring is rebuilt.
+    fn update(&self, members: &Members, changes: &[Change]) -> Option<Box<dyn Picker>> {
+        let Lookup::Maglev(slots) = &self.lookup else {
+            return None;
+        };
+        let total_weight = members.iter().map(|m| u64::from(m.weight())).sum();
+        let table = maglev::update(slots, &self.maglev_counts, members, changes, total_weight)?;
+        let fallback = self
+            .fallback
+            .update(members, changes)
+            .unwrap_or_else(|| self.fallback_balancer.picker(members));
+        Some(Box::new(HashPicker {
+            key: self.key.clone(),
+            lookup: Lookup::Maglev(table.slots),
+            maglev_counts: table.counts,
+            bound: self.bound,
+            total_weight,
+            fallback,
+            fallback_balancer: self.fallback_balancer.clone(),
+            keyless_told: self.keyless_told.clone(),
+        }))
+    }
+
+    fn pick(&self, members: &Members, ctx: &PickContext<'_>) -> Option<usize> {
         if members.is_empty() || self.lookup.len() == 0 {
             return None;
         }

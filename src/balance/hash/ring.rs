@@ -1,7 +1,7 @@
 //! A hash ring (Karger et al., as in Ketama): each endpoint owns many points
 //! on a 64-bit circle; a key belongs to the first point at or after its hash.
 
-use crate::balance::Member;
+use crate::balance::Members;
 use crate::balance::hash::hasher::hash_seeded;
 
 /// Above this many points in all, points per weight unit are scaled down,
@@ -9,7 +9,7 @@ use crate::balance::hash::hasher::hash_seeded;
 const MAX_POINTS: u64 = 1 << 22;
 
 /// Sorted `(point, member index)` pairs.
-pub(crate) fn build(members: &[Member], points_per_weight: u32) -> Box<[(u64, u32)]> {
+pub(crate) fn build(members: &Members, points_per_weight: u32) -> Box<[(u64, u32)]> {
     let total_weight: u64 = members.iter().map(|m| u64::from(m.weight())).sum();
     if total_weight == 0 {
         return Box::new([]);
