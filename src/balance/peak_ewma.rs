@@ -126,7 +126,7 @@ struct Candidate {
 }
 
 impl Candidate {
-    #[inline]
+    #[inline(always)]
     fn read(members: &[Member], index: usize, now: &mut Option<u64>) -> Self {
         let state = members[index].state();
         Self {
@@ -142,7 +142,7 @@ impl Candidate {
 /// against a default guess it would lose to every fast endpoint forever and
 /// never get the request that would show it is fast too (cold-start
 /// starvation).
-#[inline]
+#[inline(always)]
 fn better(a: Candidate, b: Candidate) -> Candidate {
     let (rtt_a, rtt_b) = match (a.estimate.sampled, b.estimate.sampled) {
         (true, false) => (a.estimate.rtt, a.estimate.rtt),
@@ -158,11 +158,10 @@ fn better(a: Candidate, b: Candidate) -> Candidate {
 }
 
 /// `candidate`, or when it is penalized a random endpoint that is neither
-/// penalized nor `other` (at most `MAX_REDRAWS` tries; the candidate when
-/// none is found), each endpoint's state read once. Each try draws among
-/// the endpoints that are neither, so in a pool of three the one left is
-/// always found.
-#[inline]
+/// penalized nor `other` ([`redraw`]), each endpoint's state read once.
+/// Inlined whole: as calls, this and [`Candidate::read`] cost more
+/// instructions than the reads themselves.
+#[inline(always)]
 fn stand_in(
     members: &[Member],
     candidate: usize,
@@ -174,6 +173,23 @@ fn stand_in(
     if !chosen.estimate.penalized {
         return chosen;
     }
+    redraw(members, chosen, other, now, ctx)
+}
+
+/// A random endpoint that is neither penalized nor `other` in place of the
+/// penalized `chosen` (at most `MAX_REDRAWS` tries; `chosen` when none is
+/// found). Each try draws among the endpoints that are neither, so in a
+/// pool of three the one left is always found.
+#[cold]
+#[inline(never)]
+fn redraw(
+    members: &[Member],
+    chosen: Candidate,
+    other: usize,
+    now: &mut Option<u64>,
+    ctx: &PickContext<'_>,
+) -> Candidate {
+    let candidate = chosen.index;
     let n = members.len();
     // The endpoints to skip, in ascending order (one when they coincide).
     let (low, high) = (candidate.min(other), candidate.max(other));
