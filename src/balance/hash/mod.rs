@@ -362,3 +362,28 @@ impl Picker for HashPicker {
         Some(first_allowed.unwrap_or(home))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scanned (few headers) or looked up (many), the key header's value is
+    /// the one `HeaderMap::get` gives: the first, when it repeats.
+    #[test]
+    fn the_key_header_is_found_among_few_and_many() {
+        let name = HeaderName::from_static("x-user");
+        for others in [0, 3, SCAN_HEADERS, 40] {
+            let mut headers = HeaderMap::new();
+            for i in 0..others {
+                let other = HeaderName::try_from(format!("x-other-{i}")).unwrap();
+                headers.insert(other, HeaderValue::from_static("other"));
+            }
+            assert_eq!(header(&headers, &name), None, "{others} others");
+            headers.append(&name, HeaderValue::from_static("first"));
+            headers.append(&name, HeaderValue::from_static("second"));
+            headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+            assert_eq!(header(&headers, &name), headers.get(&name), "{others}");
+            assert_eq!(header(&headers, &name).unwrap(), "first", "{others}");
+        }
+    }
+}
