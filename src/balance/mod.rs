@@ -50,6 +50,7 @@ mod peak_ewma;
 mod random;
 pub(crate) mod rng;
 mod round_robin;
+mod stripe;
 mod weighted_least_request;
 mod weighted_random;
 mod weighted_round_robin;
@@ -243,8 +244,11 @@ impl<'a> PickContext<'a> {
     pub fn random_pair(&self, n: usize) -> (usize, usize) {
         debug_assert!(n >= 2);
         let a = self.random_below(n);
-        // Draw from the n-1 other slots so the pair is never the same endpoint.
-        let b = (a + 1 + self.random_below(n - 1)) % n;
+        // Draw from the n-1 other slots so the pair is never the same
+        // endpoint. The sum is below 2n: one subtraction wraps it, where a
+        // `%` would be a division on every pick.
+        let b = a + 1 + self.random_below(n.saturating_sub(1));
+        let b = if b >= n { b - n } else { b };
         (a, b)
     }
 }

@@ -1,7 +1,5 @@
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::balance::{Balancer, Change, Estimate, LoadTracking, Members, PickContext, Picker};
 
 /// Peak-EWMA over random choices, after Finagle's and Linkerd's.
@@ -87,20 +85,23 @@ impl Picker for PeakEwmaPicker {
             return (n == 1).then_some(0);
         }
         let (a, b) = ctx.random_pair(n);
-        let now = members[a].state().recent_now();
+        // The time, read once for the whole pick and only if a candidate's
+        // estimate decays with it: an endpoint with no sample yet needs no
+        // clock.
+        let mut now = None;
         // Plain P2C compares two endpoints; when both are bad (one slow, one
         // refusing connections) the slow one wins: in a pool of three, one
         // time in three. So a candidate whose latest answer was a failure
         // still dominating its estimate stands aside for a fresh random
         // draw. A fresh draw, not a neighbour: the neighbour in member
         // order of every failing endpoint would win its traffic (herding).
-        let (a, ea) = stand_in(members, a, b, now, ctx);
-        let (b, eb) = stand_in(members, b, a, now, ctx);
-        let (winner, best) = better(members, (a, ea), (b, eb));
+        let first = stand_in(members, a, b, &mut now, ctx);
+        let second = stand_in(members, b, a, &mut now, ctx);
+        let winner = better(first, second);
         // An idle winner is as good as a pick gets: the third look is for
         // a winner with a queue.
-        if n < 3 || members[winner].state().in_flight() == 0 {
-            return Some(winner);
+        if n < 3 || winner.in_flight == 0 {
+            return Some(winner.index);
         }
         // A third choice. With two, a set of slow endpoints gets every pick
         // whose pair falls inside it, however long their queues: with 3 of
@@ -108,11 +109,11 @@ impl Picker for PeakEwmaPicker {
         // capacity. A third candidate drawn afresh makes that 1 in 20 and
         // costs one more read of an endpoint's state.
         let c = ctx.random_below(n);
-        if c == a || c == b {
-            return Some(winner);
+        if c == first.index || c == second.index {
+            return Some(winner.index);
         }
-        let (c, ec) = stand_in(members, c, winner, now, ctx);
-        Some(better(members, (winner, best), (c, ec)).0)
+        let third = stand_in(members, c, winner.index, &mut now, ctx);
+        Some(better(winner, third).index)
     }
 
     fn update(&self, _members: &Members, _changes: &[Change]) -> Option<Box<dyn Picker>> {
@@ -120,53 +121,85 @@ impl Picker for PeakEwmaPicker {
     }
 }
 
-/// The cheaper of two candidates (the first on a tie), with its estimate.
-/// An endpoint with no answer yet is compared on equal terms, by its
-/// requests in flight alone: against a default guess it would lose to
-/// every fast endpoint forever and never get the request that would show
-/// it is fast too (cold-start starvation).
-#[inline]
-fn better(
-    members: &Members,
-    (a, ea): (usize, Estimate),
-    (b, eb): (usize, Estimate),
-) -> (usize, Estimate) {
-    let (rtt_a, rtt_b) = match (ea.sampled, eb.sampled) {
-        (true, false) => (ea.rtt, ea.rtt),
-        (false, true) => (eb.rtt, eb.rtt),
-        _ => (ea.rtt, eb.rtt),
+/// One endpoint weighed for a pick: its estimate and load, each read once.
+#[derive(Clone, Copy)]
+struct Candidate {
+    index: usize,
+    estimate: Estimate,
+    in_flight: usize,
+}
+
+impl Candidate {
+    #[inline(always)]
+    fn read(members: &Members, index: usize, now: &mut Option<u64>) -> Self {
+        let state = members[index].state();
+        Self {
+            index,
+            estimate: state.estimate_recent(now),
+            in_flight: state.in_flight(),
+        }
+    }
+}
+
+/// The cheaper of two candidates (the first on a tie). An endpoint with no
+/// answer yet is compared on equal terms, by its requests in flight alone:
+/// against a default guess it would lose to every fast endpoint forever and
+/// never get the request that would show it is fast too (cold-start
+/// starvation).
+#[inline(always)]
+fn better(a: Candidate, b: Candidate) -> Candidate {
+    let (rtt_a, rtt_b) = match (a.estimate.sampled, b.estimate.sampled) {
+        (true, false) => (a.estimate.rtt, a.estimate.rtt),
+        (false, true) => (b.estimate.rtt, b.estimate.rtt),
+        _ => (a.estimate.rtt, b.estimate.rtt),
     };
-    let cost = |i: usize, rtt: f64| rtt * (members[i].state().in_flight() + 1) as f64;
-    if cost(b, rtt_b) < cost(a, rtt_a) {
-        (b, eb)
+    let cost = |rtt: f64, in_flight: usize| rtt * (in_flight + 1) as f64;
+    if cost(rtt_b, b.in_flight) < cost(rtt_a, a.in_flight) {
+        b
     } else {
-        (a, ea)
+        a
     }
 }
 
 /// `candidate`, or when it is penalized a random endpoint that is neither
-/// penalized nor `other` (at most `MAX_REDRAWS` tries; the candidate when
-/// none is found); with the estimate of the one chosen, so each is read
-/// once. Each try draws among the endpoints that are neither, so in a pool
-/// of three the one left is always found.
-#[inline]
+/// penalized nor `other` ([`redraw`]), each endpoint's state read once.
+/// Inlined whole: as calls, this and [`Candidate::read`] cost more
+/// instructions than the reads themselves.
+#[inline(always)]
 fn stand_in(
     members: &Members,
     candidate: usize,
     other: usize,
-    now: Instant,
+    now: &mut Option<u64>,
     ctx: &PickContext<'_>,
-) -> (usize, Estimate) {
-    let estimate = members[candidate].state().estimate_at(now);
-    if !estimate.penalized {
-        return (candidate, estimate);
+) -> Candidate {
+    let chosen = Candidate::read(members, candidate, now);
+    if !chosen.estimate.penalized {
+        return chosen;
     }
+    redraw(members, chosen, other, now, ctx)
+}
+
+/// A random endpoint that is neither penalized nor `other` in place of the
+/// penalized `chosen` (at most `MAX_REDRAWS` tries; `chosen` when none is
+/// found). Each try draws among the endpoints that are neither, so in a
+/// pool of three the one left is always found.
+#[cold]
+#[inline(never)]
+fn redraw(
+    members: &Members,
+    chosen: Candidate,
+    other: usize,
+    now: &mut Option<u64>,
+    ctx: &PickContext<'_>,
+) -> Candidate {
+    let candidate = chosen.index;
     let n = members.len();
     // The endpoints to skip, in ascending order (one when they coincide).
     let (low, high) = (candidate.min(other), candidate.max(other));
     let skipped = if low == high { 1 } else { 2 };
     if n <= skipped {
-        return (candidate, estimate);
+        return chosen;
     }
     for _ in 0..MAX_REDRAWS {
         // A draw among the others, shifted past the skipped indices.
@@ -177,10 +210,10 @@ fn stand_in(
         if skipped == 2 && i >= high {
             i += 1;
         }
-        let e = members[i].state().estimate_at(now);
-        if !e.penalized {
-            return (i, e);
+        let e = Candidate::read(members, i, now);
+        if !e.estimate.penalized {
+            return e;
         }
     }
-    (candidate, estimate)
+    chosen
 }

@@ -86,6 +86,42 @@ fn unweighted_balancers_spread_evenly() {
     assert_weighted_within(&PeakEwma::new(), &weights, 0.03);
 }
 
+/// Round robin turns a cursor per thread: one thread still goes round the
+/// endpoints strictly in turn, and threads picking at once still spread
+/// evenly, no endpoint more than one pick per thread ahead of another
+/// (whether the threads' cursors are two or, shared, one).
+#[test]
+fn round_robin_goes_round_on_each_thread_and_stays_even_across_threads() {
+    let members = members(&[1; 7]);
+    let picker = RoundRobin::new().picker(&members);
+    let ctx = PickContext::new("svc");
+    let turn: Vec<usize> = (0..14)
+        .map(|_| picker.pick(&members, &ctx).unwrap())
+        .collect();
+    for pair in turn.windows(2) {
+        assert_eq!(pair[1], (pair[0] + 1) % 7, "{turn:?}");
+    }
+    let counts: Vec<std::sync::atomic::AtomicUsize> = (0..7).map(|_| Default::default()).collect();
+    let (picker, members, counts) = (&picker, &members, &counts);
+    std::thread::scope(|s| {
+        for picks in [7_003, 7_005] {
+            s.spawn(move || {
+                for _ in 0..picks {
+                    let i = picker.pick(members, &ctx).unwrap();
+                    counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let counts: Vec<usize> = counts
+        .iter()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    assert_eq!(counts.iter().sum::<usize>(), 14_008);
+    let (low, high) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(high - low <= 2, "{counts:?}");
+}
+
 /// Runs `picks` requests with `concurrency` in flight at once, all taking
 /// equally long (first in, first out), and returns each endpoint's share.
 fn shares_under_load(balancer: &dyn Balancer, members: &Members, concurrency: usize) -> Vec<f64> {

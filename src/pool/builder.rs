@@ -176,8 +176,9 @@ impl PoolBuilder {
     /// starting point, slow-start draws, discovery backoff, health-check
     /// spread), so that a run on tokio's paused clock, on one thread,
     /// repeats exactly (default: fresh randomness per thread). A seeded
-    /// pool's picks draw from one shared sequence (one atomic add each),
-    /// a little dearer under contention than the per-thread default.
+    /// pool keeps a sequence per thread that draws from it (the first
+    /// thread gets the seed's own), one atomic add per draw, a little
+    /// dearer than the per-thread default.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self

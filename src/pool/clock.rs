@@ -86,18 +86,27 @@ impl PoolClock {
         if self.exact {
             return Instant::now();
         }
+        self.epoch + Duration::from_nanos(self.recent_nanos())
+    }
+
+    /// [`recent`](Self::recent) in ns since the epoch, as a picker
+    /// computes with it (no round trip through `Instant`).
+    #[inline]
+    pub(crate) fn recent_nanos(&self) -> u64 {
+        if self.exact {
+            return self.nanos_at(Instant::now());
+        }
         let read = PICKS_SINCE_READ.with(|picks| {
             let n = picks.get() + 1;
             let due = n >= READ_EVERY_PICKS;
             picks.set(if due { 0 } else { n });
             due
         });
-        let ns = if read {
+        if read {
             self.now_nanos()
         } else {
             self.recent.load(Ordering::Relaxed)
-        };
-        self.epoch + Duration::from_nanos(ns)
+        }
     }
 }
 

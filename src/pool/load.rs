@@ -212,11 +212,34 @@ impl EndpointState {
                 penalized: false,
             };
         }
+        self.sampled_estimate(raw, self.nanos_at(now))
+    }
+
+    /// [`estimate_at`](Self::estimate_at) for a pick, with the time read
+    /// only when the estimate needs it (an endpoint with no sample needs
+    /// none), from the pool's cheap clock ([`recent_now`](Self::recent_now)),
+    /// and once for every candidate of the pick: `now` holds the reading.
+    #[inline]
+    pub(crate) fn estimate_recent(&self, now: &mut Option<u64>) -> Estimate {
+        let raw = f64::from_bits(self.rtt.load(Ordering::Relaxed));
+        if raw == 0.0 {
+            return Estimate {
+                rtt: self.nanos.default_rtt,
+                sampled: false,
+                penalized: false,
+            };
+        }
+        let now = *now.get_or_insert_with(|| self.clock.recent_nanos());
+        self.sampled_estimate(raw, now)
+    }
+
+    /// The estimate of a sampled endpoint (`raw` is its stored `rtt`, not
+    /// 0) at `now_ns`.
+    #[inline]
+    fn sampled_estimate(&self, raw: f64, now_ns: u64) -> Estimate {
         let failed = raw.is_sign_negative();
         let rtt = raw.abs();
-        let idle = self
-            .nanos_at(now)
-            .saturating_sub(self.stamp.load(Ordering::Relaxed));
+        let idle = now_ns.saturating_sub(self.stamp.load(Ordering::Relaxed));
         // A busy endpoint was updated a moment ago: skip the exponential
         // (the error is under 0.1%) and keep the pick in nanoseconds.
         let rtt = if idle < self.nanos.fresh {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::runtime::Runtime;
 use tower::Service;
@@ -25,7 +25,20 @@ use tower_lb::balance::{
 use tower_lb::discover::Fixed;
 use tower_lb::{Endpoint, Pool};
 
-const SIZES: [usize; 4] = [3, 100, 10_000, 100_000];
+const ALL_SIZES: [usize; 4] = [3, 100, 10_000, 100_000];
+
+/// The endpoint counts to measure: all of them, or those listed in
+/// `PEERS_BENCH_SIZES` (comma-separated, e.g. `100` for the ratios alone,
+/// which spares building the 100,000-endpoint sets).
+fn sizes() -> Vec<usize> {
+    match std::env::var("PEERS_BENCH_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect(),
+        Err(_) => ALL_SIZES.to_vec(),
+    }
+}
 
 /// How many distinct hash keys the keyed benchmarks cycle through.
 const KEYS: usize = 4096;
@@ -155,7 +168,7 @@ fn tower_lb(c: &mut Criterion, rt: &Runtime, path: Path) {
         }
         let keyed = (name == "maglev").then_some(&headers[..]);
         let mut group = c.benchmark_group(format!("{}/{name}", path.library()));
-        for n in SIZES {
+        for n in sizes() {
             let pool = tower_lb_pool(rt, n, weighted, make());
             let mut cached = pool.cached();
             let mut i = 0;
@@ -189,7 +202,7 @@ fn maglev_by_path(
     paths: &[String],
 ) {
     let mut group = c.benchmark_group(format!("{}/maglev_path", path.library()));
-    for n in SIZES {
+    for n in sizes() {
         let pool = tower_lb_pool(rt, n, false, make());
         let mut cached = pool.cached();
         let mut i = 0;
@@ -294,7 +307,7 @@ where
     use tower::discover::ServiceList;
 
     let mut group = c.benchmark_group(name);
-    for n in SIZES {
+    for n in sizes() {
         let services: Vec<S> = (0..n).map(|_| make()).collect();
         let mut balance = Balance::new(ServiceList::new(services));
         // The first poll_ready takes every service from discovery.
@@ -328,7 +341,7 @@ fn pingora(c: &mut Criterion) {
 
     // pingora's weighted selection (round robin, random) asserts at most
     // 2^16 backends: it stops at 10,000 here.
-    let weighted_sizes = SIZES.into_iter().filter(|&n| n <= 1 << 16);
+    let weighted_sizes = sizes().into_iter().filter(|&n| n <= 1 << 16);
 
     let mut group = c.benchmark_group("pingora/round_robin");
     for n in weighted_sizes.clone() {
@@ -350,7 +363,7 @@ fn pingora(c: &mut Criterion) {
 
     let keys = keys();
     let mut group = c.benchmark_group("pingora/ketama");
-    for n in SIZES {
+    for n in sizes() {
         let lb = lb::<KetamaHashing>(n);
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             let mut i = 0;
@@ -375,7 +388,7 @@ fn reqwest_lb(c: &mut Criterion) {
         ("random", LoadBalancerPolicy::<Url>::Random),
     ] {
         let mut group = c.benchmark_group(format!("reqwest-lb/{name}"));
-        for n in SIZES {
+        for n in sizes() {
             if n >= 100_000 {
                 // Every choice clones the whole list: ~ms per pick here.
                 group.sample_size(10);
@@ -423,4 +436,146 @@ criterion_group! {
         .sample_size(30);
     targets = benches
 }
-criterion_main!(peers);
+
+/// `PEERS_BENCH_COUNT=<row>:<picks>`: no criterion, only `picks` picks of
+/// one row at 100 endpoints, for instruction counts (a single thread's work
+/// does not depend on what else the machine runs):
+///
+/// ```sh
+/// for row in tower-lb-cached/peak_ewma pingora/random; do
+///   for picks in 20000 120000; do
+///     PEERS_BENCH_COUNT=$row:$picks valgrind --tool=callgrind \
+///       --callgrind-out-file=/tmp/cg.$picks target/release/deps/peers-*
+///   done   # (Ir at 120,000 - Ir at 20,000) / 100,000 = Ir per pick
+/// done
+/// ```
+///
+/// Rows: `tower-lb[-cached]/{round_robin,random,least_request_p2c,
+/// peak_ewma,maglev,maglev_path}`, `tower/p2c_pending_requests`,
+/// `tower/p2c_peak_ewma`, `pingora/{random,round_robin,ketama}`.
+fn count_mode(spec: &str) {
+    let (row, picks) = spec
+        .rsplit_once(':')
+        .expect("PEERS_BENCH_COUNT=<row>:<picks>");
+    let picks: usize = picks.parse().expect("a number of picks");
+    let n = 100;
+    let keys = keys();
+    let headers: Vec<HeaderMap> = keys
+        .iter()
+        .map(|k| {
+            let mut h = HeaderMap::new();
+            h.insert(x_user(), HeaderValue::from_str(k).unwrap());
+            h
+        })
+        .collect();
+    let (library, algorithm) = row.split_once('/').expect("<library>/<algorithm>");
+    match library {
+        "tower-lb" | "tower-lb-cached" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let balancer: Arc<dyn Balancer> = match algorithm {
+                "round_robin" => Arc::new(RoundRobin::new()),
+                "random" => Arc::new(Random::new()),
+                "least_request_p2c" => Arc::new(LeastRequest::new()),
+                "peak_ewma" => Arc::new(PeakEwma::new()),
+                "maglev" => Arc::new(ConsistentHash::new(HashKey::header(x_user()))),
+                "maglev_path" => Arc::new(ConsistentHash::new(HashKey::Path)),
+                other => panic!("no row {other}"),
+            };
+            let pool = tower_lb_pool(&rt, n, false, balancer);
+            let mut cached = pool.cached();
+            let shared = library == "tower-lb";
+            for i in 0..picks {
+                let ctx = PickContext::new("svc");
+                let ctx = match algorithm {
+                    "maglev" => ctx.with_headers(&headers[i % KEYS]),
+                    "maglev_path" => ctx.with_path(&keys[i % KEYS]),
+                    _ => ctx,
+                };
+                let picked = if shared {
+                    pool.pick_with(black_box(&ctx))
+                } else {
+                    cached.pick_with(black_box(&ctx))
+                };
+                drop(black_box(picked.unwrap()));
+            }
+        }
+        "tower" => {
+            use tower::balance::p2c::Balance;
+            use tower::discover::ServiceList;
+            use tower::load::{CompleteOnResponse, PeakEwma, PendingRequests};
+            let inner =
+                || tower::service_fn(|req: u32| std::future::ready(Ok::<u32, Infallible>(req)));
+            match algorithm {
+                "p2c_pending_requests" => {
+                    let services: Vec<_> = (0..n)
+                        .map(|_| PendingRequests::new(inner(), CompleteOnResponse::default()))
+                        .collect();
+                    let mut balance = Balance::new(ServiceList::new(services));
+                    for _ in 0..=picks {
+                        tower_step(&mut balance, black_box(1));
+                    }
+                }
+                "p2c_peak_ewma" => {
+                    let services: Vec<_> = (0..n)
+                        .map(|_| {
+                            PeakEwma::new(
+                                inner(),
+                                Duration::from_millis(30),
+                                10e9,
+                                CompleteOnResponse::default(),
+                            )
+                        })
+                        .collect();
+                    let mut balance = Balance::new(ServiceList::new(services));
+                    for _ in 0..=picks {
+                        tower_step(&mut balance, black_box(1));
+                    }
+                }
+                other => panic!("no row {other}"),
+            }
+        }
+        "pingora" => {
+            use pingora_load_balancing::LoadBalancer;
+            use pingora_load_balancing::selection::consistent::KetamaHashing;
+            use pingora_load_balancing::selection::{Random, RoundRobin};
+            match algorithm {
+                "random" => {
+                    let lb = LoadBalancer::<Random>::try_from_iter((0..n).map(addr)).unwrap();
+                    for _ in 0..picks {
+                        black_box(lb.select(black_box(b""), 256).unwrap());
+                    }
+                }
+                "round_robin" => {
+                    let lb = LoadBalancer::<RoundRobin>::try_from_iter((0..n).map(addr)).unwrap();
+                    for _ in 0..picks {
+                        black_box(lb.select(black_box(b""), 256).unwrap());
+                    }
+                }
+                "ketama" => {
+                    let lb =
+                        LoadBalancer::<KetamaHashing>::try_from_iter((0..n).map(addr)).unwrap();
+                    for i in 0..picks {
+                        black_box(
+                            lb.select(black_box(keys[i % KEYS].as_bytes()), 256)
+                                .unwrap(),
+                        );
+                    }
+                }
+                other => panic!("no row {other}"),
+            }
+        }
+        other => panic!("no library {other}"),
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("PEERS_BENCH_COUNT") {
+        count_mode(&spec);
+        return;
+    }
+    peers();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub use hasher::hash_bytes;
 
@@ -65,12 +65,32 @@ impl HashKey {
             return Some(key);
         }
         match self {
-            HashKey::Header(name) => ctx.headers?.get(name).map(|v| hash_bytes(v.as_bytes())),
+            HashKey::Header(name) => header(ctx.headers?, name).map(|v| hash_bytes(v.as_bytes())),
             HashKey::Path => ctx.path.map(|p| hash_bytes(p.as_bytes())),
             // Placement uses the high bits: a raw small integer must be
             // spread over all 64 first.
             HashKey::Custom(f) => f(ctx).map(hasher::mix),
         }
+    }
+}
+
+/// Up to this many headers, a request's key header is found by comparing
+/// names in turn rather than by `HeaderMap::get`, which hashes the name and
+/// probes (about 180 instructions, more than the rest of a Maglev pick):
+/// comparing a name with a different one mostly stops at its kind or its
+/// length.
+const SCAN_HEADERS: usize = 16;
+
+/// The first value of header `name`, as `HeaderMap::get` gives it.
+#[inline]
+fn header<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
+    if headers.len() <= SCAN_HEADERS {
+        headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    } else {
+        headers.get(name)
     }
 }
 
@@ -144,7 +164,7 @@ impl Default for BoundedLoad {
 /// the fallback balancer (default: [`LeastRequest`]).
 ///
 /// ```
-/// use http::HeaderName;
+/// use http::{HeaderMap, HeaderName, HeaderValue};
 /// use tower_lb::balance::{BoundedLoad, ConsistentHash, HashKey, HashTable, RoundRobin};
 ///
 /// // Maglev on the x-user-id header, no endpoint above 1.25x the mean load.
@@ -376,5 +396,30 @@ impl Picker for HashPicker {
         // Everything is avoided or full: the bound yields before the avoid
         // set does, and the key's own endpoint is the last resort.
         Some(first_allowed.unwrap_or(home))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scanned (few headers) or looked up (many), the key header's value is
+    /// the one `HeaderMap::get` gives: the first, when it repeats.
+    #[test]
+    fn the_key_header_is_found_among_few_and_many() {
+        let name = HeaderName::from_static("x-user");
+        for others in [0, 3, SCAN_HEADERS, 40] {
+            let mut headers = HeaderMap::new();
+            for i in 0..others {
+                let other = HeaderName::try_from(format!("x-other-{i}")).unwrap();
+                headers.insert(other, HeaderValue::from_static("other"));
+            }
+            assert_eq!(header(&headers, &name), None, "{others} others");
+            headers.append(&name, HeaderValue::from_static("first"));
+            headers.append(&name, HeaderValue::from_static("second"));
+            headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+            assert_eq!(header(&headers, &name), headers.get(&name), "{others}");
+            assert_eq!(header(&headers, &name).unwrap(), "first", "{others}");
+        }
     }
 }
