@@ -63,7 +63,7 @@ struct Inner {
     /// `server.address` and `server.port` as metric label values, made on
     /// first use and then shared by every series of this endpoint.
     #[cfg(feature = "metrics")]
-    labels: std::sync::OnceLock<crate::metrics::EndpointLabels>,
+    labels: std::sync::OnceLock<MetricLabels>,
 }
 
 /// Why a string, address or weight could not become an [`Endpoint`].
@@ -103,6 +103,15 @@ impl EndpointError {
     pub fn kind(&self) -> &EndpointErrorKind {
         &self.reason
     }
+}
+
+/// An endpoint's `server.address` and `server.port` as metric label values
+/// (feature `metrics`), made once and shared by every series.
+#[cfg(feature = "metrics")]
+#[derive(Debug, Clone)]
+pub(crate) struct MetricLabels {
+    pub(crate) address: Arc<str>,
+    pub(crate) port: Arc<str>,
 }
 
 /// The specific problem behind an [`EndpointError`].
@@ -235,10 +244,11 @@ impl Endpoint {
 
     /// This endpoint's metric label values, made once.
     #[cfg(feature = "metrics")]
-    pub(crate) fn metric_labels(&self) -> &crate::metrics::EndpointLabels {
-        self.inner
-            .labels
-            .get_or_init(|| crate::metrics::EndpointLabels::new(self.host(), self.port()))
+    pub(crate) fn metric_labels(&self) -> &MetricLabels {
+        self.inner.labels.get_or_init(|| MetricLabels {
+            address: self.host().into(),
+            port: self.port().to_string().into(),
+        })
     }
 
     /// Returns a copy with the given weight. Zero is rejected.

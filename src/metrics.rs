@@ -84,9 +84,6 @@ pub mod names {
 
 use crate::Endpoint;
 
-#[cfg(feature = "metrics")]
-pub(crate) use record::EndpointLabels;
-
 /// `Ok(status)` when the attempt or call was answered, `Err(error.type)`
 /// otherwise.
 pub(crate) type Answer = Result<u16, &'static str>;
@@ -102,24 +99,8 @@ mod record {
 
     // Label values are built once and shared (a reference count per
     // record) rather than formatted into new strings on every attempt:
-    // the recorder, or the no-op one, is handed the labels either way.
-
-    /// An endpoint's `server.address` and `server.port` values, kept on the
-    /// endpoint.
-    #[derive(Debug, Clone)]
-    pub(crate) struct EndpointLabels {
-        address: Arc<str>,
-        port: Arc<str>,
-    }
-
-    impl EndpointLabels {
-        pub(crate) fn new(host: &str, port: u16) -> Self {
-            Self {
-                address: host.into(),
-                port: port.to_string().into(),
-            }
-        }
-    }
+    // the recorder, or the no-op one, is handed the labels either way. An
+    // endpoint keeps its own (`Endpoint::metric_labels`).
 
     fn service(service: &str) -> Label {
         Label::new(names::SERVICE, service.to_owned())
