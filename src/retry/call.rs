@@ -206,6 +206,11 @@ impl<S> Call<S> {
     /// [`send`](Self::send) through a service already readied: a plain
     /// function, so that the hot path moves the request through no future
     /// of its own.
+    // Inlined, as are `send`, `InFlight::finish`, `First::start` and
+    // `RetryFuture::traced`: the attempt's future is returned by value
+    // through each, and inlined it is copied fewer times on its way into
+    // the call's box.
+    #[inline(always)]
     pub(super) fn send_now<R>(
         &mut self,
         request: R,

@@ -53,6 +53,7 @@ where
 {
     /// Sends the first attempt of `call` (whose service `poll_ready`
     /// readied) from what `prepare_now` made of its request.
+    #[inline(always)]
     pub(super) fn start(
         mut call: Call<S>,
         prepared: Prepared<Req::Sent, Req::Template>,

@@ -45,6 +45,7 @@ pub(super) struct Finished<R> {
 ///
 /// Not an `async fn`: the request and the attempt would be moved through
 /// one more future's state on every call.
+#[inline(always)]
 pub(super) fn send<S, R>(
     svc: &mut S,
     mut request: R,
@@ -95,6 +96,7 @@ impl<F> InFlight<F> {
     /// Waits for the answer, until the attempt's deadline; with `buffer`,
     /// reads a body of at most that many bytes to its end first, so that a
     /// body cut short is a failed attempt like any other.
+    #[inline(always)]
     pub(super) fn finish<R>(self, service: Arc<str>, buffer: Option<usize>) -> Finish<F, R> {
         let InFlight {
             future,
