@@ -242,7 +242,7 @@ impl OutgoingRequest for reqwest::Request {
 impl<B: Send + 'static> BalancedRequest for http::Request<B> {
     #[inline]
     fn host(&self) -> Option<&str> {
-        self.uri().host()
+        self.uri().authority().map(|a| host_of(a.as_str()))
     }
 
     fn target(&self) -> String {
@@ -503,8 +503,54 @@ fn base64_standard(input: &[u8]) -> String {
     out
 }
 
+/// The host in a URI's authority (validated by `http` when it parsed the
+/// URI): what `Authority::host` gives, in one pass over the bytes rather
+/// than its two string splits. Every call through both layers reads the
+/// host twice (the retry layer for its budget, the balancer for its
+/// route), which made `Authority::host` about 1% of a hyper-util call.
+fn host_of(authority: &str) -> &str {
+    let bytes = authority.as_bytes();
+    // Userinfo ends at the last `@`.
+    let start = bytes
+        .iter()
+        .rposition(|&b| b == b'@')
+        .map_or(0, |at| at + 1);
+    let rest = &bytes[start..];
+    let end = if rest.first() == Some(&b'[') {
+        // An IPv6 literal, brackets included.
+        rest.iter()
+            .position(|&b| b == b']')
+            .map_or(rest.len(), |i| i + 1)
+    } else {
+        rest.iter().position(|&b| b == b':').unwrap_or(rest.len())
+    };
+    authority.get(start..start + end).unwrap_or(authority)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_of_agrees_with_http() {
+        for uri in [
+            "http://greet/api",
+            "http://greet:8080/api",
+            "http://user:pw@greet:8080/",
+            "http://a@b@greet/",
+            "http://[::1]:8080/",
+            "http://user@[fe80::1%25eth0]/",
+            "http://10.0.0.7/",
+            "https://Greet.Example.com",
+            "http://greet:/",
+        ] {
+            let uri: http::Uri = uri.parse().unwrap();
+            let authority = uri.authority().unwrap();
+            assert_eq!(
+                super::host_of(authority.as_str()),
+                authority.host(),
+                "{uri}"
+            );
+        }
+    }
     use super::*;
 
     #[test]

@@ -1,7 +1,10 @@
 //! One call through the retry layer: the attempts, the verdict on each,
 //! and whether another may follow.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -11,8 +14,10 @@ use super::Config;
 use super::attempts::{Attempts, NotRetried};
 use super::backoff::retry_after;
 use super::budget::ServiceState;
+use super::first::First;
 use super::future::{RetryFuture, into_error};
 use super::hedge::Hedge;
+use super::not_replayable::NotReplayable;
 use super::policy::{AttemptOutcome, Reason, RetryMode};
 use super::replayable::{Prepared, ReplayableRequest};
 use super::send::{Finished, send};
@@ -76,7 +81,61 @@ where
     if once {
         return RetryFuture::traced(call.once(request.once()), trace);
     }
-    RetryFuture::traced(call.run::<Req>(request, hedge), trace)
+    let limit = config.replay_limit;
+    let prepared = match request.prepare_now(limit) {
+        Ok(prepared) => prepared,
+        Err(request) => {
+            // A body to read: most are in memory already (a `String`, a
+            // `Full`), and one poll reads them. Polled here with a waker
+            // that does nothing; the call's future polls it again, with
+            // the task's waker, if it is not done (boxed: a buffering
+            // body's future is large).
+            let mut preparing = Box::pin(request.prepare(limit));
+            let polled = trace.span.in_scope(|| {
+                let mut cx = Context::from_waker(Waker::noop());
+                preparing.as_mut().poll(&mut cx)
+            });
+            match polled {
+                Poll::Ready(Ok(prepared)) => prepared,
+                Poll::Ready(Err(source)) => {
+                    let error = call.body_error(source);
+                    return RetryFuture::traced(std::future::ready(Err(error)), trace);
+                }
+                Poll::Pending => {
+                    return RetryFuture::traced(call.run::<Req, _>(preparing, hedge), trace);
+                }
+            }
+        }
+    };
+    if hedge.is_some() {
+        let (template, first, replayable) = split(prepared);
+        return RetryFuture::traced(
+            call.rounds::<Req>(template, first, replayable, hedge, None),
+            trace,
+        );
+    }
+    // No hedge: the first attempt is sent now, and the general loop is
+    // built only if it is worth retrying.
+    match First::<S, Req, _, _, _>::start(call, prepared) {
+        Ok(first) => RetryFuture::traced(first, trace),
+        Err(error) => RetryFuture::traced(std::future::ready(Err(error)), trace),
+    }
+}
+
+/// What the attempts are copied from, the request for the first when it
+/// cannot be copied, and whether it can be.
+#[allow(clippy::type_complexity)]
+pub(super) fn split<Sent, Template>(
+    prepared: Prepared<Sent, Template>,
+) -> (Template, Option<Sent>, Result<(), NotReplayable>) {
+    match prepared {
+        Prepared::Replayable(template) => (template, None, Ok(())),
+        Prepared::Once {
+            request,
+            view,
+            reason,
+        } => (view, Some(request), Err(reason)),
+    }
 }
 
 /// The state of one call.
@@ -147,6 +206,11 @@ impl<S> Call<S> {
     /// [`send`](Self::send) through a service already readied: a plain
     /// function, so that the hot path moves the request through no future
     /// of its own.
+    // Inlined, as are `send`, `InFlight::finish`, `First::start` and
+    // `RetryFuture::traced`: the attempt's future is returned by value
+    // through each, and inlined it is copied fewer times on its way into
+    // the call's box.
+    #[inline(always)]
     pub(super) fn send_now<R>(
         &mut self,
         request: R,
@@ -195,7 +259,7 @@ impl<S> Call<S> {
         self.fresh = false;
         let sent = self.send_now(request, Avoid::new(), false);
         let finished = sent
-            .finish(&self.service.name, self.config.buffer_responses)
+            .finish(self.service.name.clone(), self.config.buffer_responses)
             .await;
         self.attempts.record(finished.endpoint);
         if finished.result.is_err() && self.deadline_passed() {
@@ -204,72 +268,97 @@ impl<S> Call<S> {
         self.done(finished.result)
     }
 
-    /// The retry loop.
-    async fn run<Req>(mut self, request: Req, hedge: Option<Hedge>) -> Result<S::Response, Error>
+    /// The retry loop, once the request's body is read.
+    async fn run<Req, P>(
+        mut self,
+        preparing: Pin<Box<P>>,
+        hedge: Option<Hedge>,
+    ) -> Result<S::Response, Error>
+    where
+        Req: ReplayableRequest,
+        P: Future<Output = Result<Prepared<Req::Sent, Req::Template>, BoxError>>,
+        S: Service<Req::Sent>,
+        S::Response: BalancedResponse,
+        S::Error: Into<BoxError>,
+    {
+        // Reading the body takes time: the first attempt reads the clock
+        // again.
+        self.started = None;
+        let (template, first, replayable) = match preparing.await {
+            Ok(prepared) => split(prepared),
+            Err(source) => return Err(self.body_error(source)),
+        };
+        self.rounds::<Req>(template, first, replayable, hedge, None)
+            .await
+    }
+
+    /// The request's body could not be read.
+    fn body_error(&self, source: BoxError) -> Error {
+        Error::Body {
+            service: self.service.name.clone(),
+            source,
+        }
+    }
+
+    /// The retry loop from the first attempt on, or, with `judged`, from
+    /// the verdict on a first attempt already made (by [`First`], which
+    /// falls into this loop when that attempt is worth retrying).
+    ///
+    /// [`First`]: super::first::First
+    pub(super) async fn rounds<Req>(
+        mut self,
+        template: Req::Template,
+        mut first: Option<Req::Sent>,
+        replayable: Result<(), NotReplayable>,
+        hedge: Option<Hedge>,
+        mut judged: Option<(Finished<S::Response>, Reason)>,
+    ) -> Result<S::Response, Error>
     where
         Req: ReplayableRequest,
         S: Service<Req::Sent>,
         S::Response: BalancedResponse,
         S::Error: Into<BoxError>,
     {
-        let limit = self.config.replay_limit;
-        let prepared = match request.prepare_now(limit) {
-            Ok(prepared) => Ok(prepared),
-            // Boxed: a buffering body's future is large, and needed once.
-            Err(request) => {
-                // Reading the body takes time: the first attempt reads the
-                // clock again.
-                self.started = None;
-                Box::pin(request.prepare(limit)).await
-            }
-        };
-        let (template, mut first, replayable) = match prepared {
-            Ok(Prepared::Replayable(template)) => (template, None, Ok(())),
-            Ok(Prepared::Once {
-                request,
-                view,
-                reason,
-            }) => (view, Some(request), Err(reason)),
-            Err(source) => {
-                return Err(Error::Body {
-                    service: self.service.name.clone(),
-                    source,
-                });
-            }
-        };
         loop {
-            let Some(request) = first.take().or_else(|| Req::replay(&template)) else {
-                return Err(self.uncopyable());
-            };
-            // A hedge needs a copy, an attempt to spare, and none sent yet.
-            let hedge_delay = hedge
-                .filter(|_| {
-                    replayable.is_ok()
-                        && self.attempts.hedges() == 0
-                        && self.attempts.count().saturating_add(2) <= self.config.max_attempts
-                })
-                .and_then(|h| h.delay(self.service.track.latency.as_ref()));
-            let (finished, reason) = match hedge_delay {
+            let (finished, reason) = match judged.take() {
+                Some(judged) => judged,
                 None => {
-                    if !self.fresh {
-                        self.ready::<Req::Sent>().await?;
-                    }
-                    self.fresh = false;
-                    let avoid = self.avoid.clone();
-                    let sent = self.send_now(request, avoid, false);
-                    let finished = sent
-                        .finish(&self.service.name, self.config.buffer_responses)
-                        .await;
-                    let reason = self.judge(&template, &finished);
+                    let Some(request) = first.take().or_else(|| Req::replay(&template)) else {
+                        return Err(self.uncopyable());
+                    };
+                    // A hedge needs a copy, an attempt to spare, and none sent yet.
+                    let hedge_delay = hedge
+                        .filter(|_| {
+                            replayable.is_ok()
+                                && self.attempts.hedges() == 0
+                                && self.attempts.count().saturating_add(2)
+                                    <= self.config.max_attempts
+                        })
+                        .and_then(|h| h.delay(self.service.track.latency.as_ref()));
+                    let (finished, reason) = match hedge_delay {
+                        None => {
+                            if !self.fresh {
+                                self.ready::<Req::Sent>().await?;
+                            }
+                            self.fresh = false;
+                            let avoid = self.avoid.clone();
+                            let sent = self.send_now(request, avoid, false);
+                            let finished = sent
+                                .finish(self.service.name.clone(), self.config.buffer_responses)
+                                .await;
+                            let reason = self.judge(&template, &finished);
+                            (finished, reason)
+                        }
+                        Some(delay) => {
+                            let round = Box::pin(self.hedged::<Req>(request, &template, delay));
+                            round.await?
+                        }
+                    };
+                    let Some(reason) = reason else {
+                        return self.done(finished.result);
+                    };
                     (finished, reason)
                 }
-                Some(delay) => {
-                    let round = Box::pin(self.hedged::<Req>(request, &template, delay));
-                    round.await?
-                }
-            };
-            let Some(reason) = reason else {
-                return self.done(finished.result);
             };
 
             // Worth retrying: may we?
@@ -373,7 +462,7 @@ impl<S> Call<S> {
 
     /// The request could not be copied for an attempt: not expected of
     /// the built-in request types.
-    fn uncopyable(&self) -> Error {
+    pub(super) fn uncopyable(&self) -> Error {
         Error::Body {
             service: self.service.name.clone(),
             source: "the request could not be copied for another attempt".into(),

@@ -33,6 +33,7 @@ impl<R> RetryFuture<R> {
     }
 
     /// A call run in `trace`'s span, which gets its outcome.
+    #[inline(always)]
     pub(crate) fn traced(
         inner: impl Future<Output = Result<R, Error>> + Send + 'static,
         trace: CallTrace,

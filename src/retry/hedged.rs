@@ -39,7 +39,7 @@ impl<S> Call<S> {
         let primary_context = sent.context();
         let name = self.service.name.clone();
         let buffer = self.config.buffer_responses;
-        let mut primary = pin!(sent.finish(&name, buffer));
+        let mut primary = pin!(sent.finish(name.clone(), buffer));
         tokio::select! {
             biased;
             finished = &mut primary => {
@@ -89,7 +89,7 @@ impl<S> Call<S> {
             }
         };
         let hedge_context = hedge.context();
-        let mut hedge = pin!(hedge.finish(&name, buffer));
+        let mut hedge = pin!(hedge.finish(name, buffer));
         // The first good answer wins; when both fail, the later failure
         // decides.
         let mut primary_done: Option<Decided<S::Response>> = None;

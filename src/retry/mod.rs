@@ -63,6 +63,7 @@ mod attempts;
 pub(crate) mod backoff;
 mod budget;
 mod call;
+mod first;
 mod future;
 mod hedge;
 mod hedged;

@@ -45,6 +45,7 @@ pub(super) struct Finished<R> {
 ///
 /// Not an `async fn`: the request and the attempt would be moved through
 /// one more future's state on every call.
+#[inline(always)]
 pub(super) fn send<S, R>(
     svc: &mut S,
     mut request: R,
@@ -95,7 +96,8 @@ impl<F> InFlight<F> {
     /// Waits for the answer, until the attempt's deadline; with `buffer`,
     /// reads a body of at most that many bytes to its end first, so that a
     /// body cut short is a failed attempt like any other.
-    pub(super) fn finish<R>(self, service: &Arc<str>, buffer: Option<usize>) -> Finish<'_, F, R> {
+    #[inline(always)]
+    pub(super) fn finish<R>(self, service: Arc<str>, buffer: Option<usize>) -> Finish<F, R> {
         let InFlight {
             future,
             context,
@@ -103,10 +105,7 @@ impl<F> InFlight<F> {
             span,
         } = self;
         let timer = match context.deadline() {
-            Some(deadline) => Deadline::On {
-                sleep: tokio::time::sleep_until(deadline),
-                deadline,
-            },
+            Some(deadline) => Deadline::Later { deadline },
             None => Deadline::Off,
         };
         Finish {
@@ -124,10 +123,14 @@ impl<F> InFlight<F> {
 }
 
 pin_project! {
-    /// The attempt's deadline, when it has one.
+    /// The attempt's deadline, when it has one. Its timer is set only once
+    /// the attempt is not answered at its first poll: an answer at once
+    /// needs none, and the first attempt is built in the service's `call`,
+    /// which may run outside the runtime.
     #[project = DeadlineProj]
     enum Deadline {
         Off,
+        Later { deadline: Instant },
         On { #[pin] sleep: Sleep, deadline: Instant },
     }
 }
@@ -137,7 +140,7 @@ pin_project! {
     /// first when the layer buffers responses. Written by hand rather than
     /// as an `async fn` around `timeout_at` and `instrument`: each of those
     /// would move the attempt's future once more per call.
-    pub(super) struct Finish<'a, F, R> {
+    pub(super) struct Finish<F, R> {
         #[pin]
         future: F,
         #[pin]
@@ -147,13 +150,15 @@ pin_project! {
         context: AttemptContext,
         sent: Instant,
         span: tracing::Span,
-        service: &'a Arc<str>,
+        // Owned, not borrowed from the call: the first attempt's future is
+        // held beside the call's state (`first.rs`).
+        service: Arc<str>,
         buffer: Option<usize>,
         done: bool,
     }
 }
 
-impl<F, R, E> Future for Finish<'_, F, R>
+impl<F, R, E> Future for Finish<F, R>
 where
     F: Future<Output = Result<R, E>>,
     R: BalancedResponse,
@@ -176,7 +181,7 @@ where
                     Poll::Ready(Ok(response)) => break Some(Ok(response)),
                     Poll::Ready(Err(source)) => {
                         break Some(Err(Error::Inner {
-                            service: Some((*this.service).clone()),
+                            service: Some(this.service.clone()),
                             endpoint: this.context.endpoint().cloned(),
                             // The rules' verdict on a body cut short; the
                             // balancer below has counted it against the
@@ -208,12 +213,20 @@ where
         let result = match answer {
             Some(result) => result,
             None => {
-                let DeadlineProj::On { sleep, deadline } = this.timer.project() else {
+                let mut timer = this.timer;
+                if let DeadlineProj::Later { deadline } = timer.as_mut().project() {
+                    let deadline = *deadline;
+                    timer.set(Deadline::On {
+                        sleep: tokio::time::sleep_until(deadline),
+                        deadline,
+                    });
+                }
+                let DeadlineProj::On { sleep, deadline } = timer.project() else {
                     return Poll::Pending;
                 };
                 ready!(sleep.poll(cx));
                 Err(Error::AttemptTimeout {
-                    service: (*this.service).clone(),
+                    service: this.service.clone(),
                     endpoint: this.context.endpoint().cloned(),
                     timeout: deadline.saturating_duration_since(*this.sent),
                 })

@@ -1,0 +1,288 @@
+//! A call's first attempt, sent at once and awaited without the general
+//! retry loop: most calls make one attempt, and the loop's state is large
+//! (moved and boxed whole). The loop is built only when the first attempt
+//! is worth retrying, and takes over from the verdict on it.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::call::Call;
+use super::not_replayable::NotReplayable;
+use super::replayable::{Prepared, ReplayableRequest};
+use super::send::Finish;
+use crate::balance::Avoid;
+use crate::request::BalancedResponse;
+use crate::{BoxError, Error};
+
+/// The general loop, once the first attempt is worth retrying.
+type Rest<R> = Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 'static>>;
+
+/// What the general loop needs if the first attempt is retried.
+struct Held<S, T> {
+    call: Call<S>,
+    template: T,
+    replayable: Result<(), NotReplayable>,
+}
+
+pin_project! {
+    /// A call of no hedge whose request was prepared at once: its first
+    /// attempt in flight, then, if that is retried, the general loop.
+    pub(super) struct First<S, Req, F, R, T> {
+        // The first attempt, until it ends; dropped then, so that an
+        // attempt cut short by its deadline is abandoned before a retry.
+        #[pin]
+        attempt: Option<Finish<F, R>>,
+        held: Option<Held<S, T>>,
+        rest: Option<Rest<R>>,
+        request: PhantomData<fn() -> Req>,
+    }
+}
+
+impl<S, Req> First<S, Req, S::Future, S::Response, Req::Template>
+where
+    Req: ReplayableRequest,
+    S: Service<Req::Sent> + Send + 'static,
+    S::Response: BalancedResponse,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    /// Sends the first attempt of `call` (whose service `poll_ready`
+    /// readied) from what `prepare_now` made of its request.
+    #[inline(always)]
+    pub(super) fn start(
+        mut call: Call<S>,
+        prepared: Prepared<Req::Sent, Req::Template>,
+    ) -> Result<Self, Error> {
+        let (template, first, replayable) = super::call::split(prepared);
+        let Some(request) = first.or_else(|| Req::replay(&template)) else {
+            return Err(call.uncopyable());
+        };
+        call.fresh = false;
+        let sent = call.send_now(request, Avoid::new(), false);
+        let attempt = sent.finish(call.service.name.clone(), call.config.buffer_responses);
+        Ok(Self {
+            attempt: Some(attempt),
+            held: Some(Held {
+                call,
+                template,
+                replayable,
+            }),
+            rest: None,
+            request: PhantomData,
+        })
+    }
+}
+
+impl<S, Req> Future for First<S, Req, S::Future, S::Response, Req::Template>
+where
+    Req: ReplayableRequest,
+    S: Service<Req::Sent> + Send + 'static,
+    S::Response: BalancedResponse,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Output = Result<S::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(rest) = this.rest {
+            return rest.as_mut().poll(cx);
+        }
+        let Some(attempt) = this.attempt.as_mut().as_pin_mut() else {
+            // Polled after it finished: nothing more will come.
+            return Poll::Pending;
+        };
+        let finished = ready!(attempt.poll(cx));
+        this.attempt.set(None);
+        let Some(Held {
+            mut call,
+            template,
+            replayable,
+        }) = this.held.take()
+        else {
+            return Poll::Pending;
+        };
+        let Some(reason) = call.judge(&template, &finished) else {
+            return Poll::Ready(call.done(finished.result));
+        };
+        // Worth retrying: the general loop decides whether it may be, from
+        // this verdict on.
+        let mut rest: Rest<S::Response> = Box::pin(call.rounds::<Req>(
+            template,
+            None,
+            replayable,
+            None,
+            Some((finished, reason)),
+        ));
+        let poll = rest.as_mut().poll(cx);
+        *this.rest = Some(rest);
+        poll
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use http::StatusCode;
+    use tower::{Service, ServiceExt};
+
+    use crate::retry::{Attempts, ReplayBody, RetryLayer};
+    use tower_layer::Layer;
+
+    type Answer =
+        Pin<Box<dyn Future<Output = Result<http::Response<String>, crate::BoxError>> + Send>>;
+
+    /// A service whose attempt `n` (from 1) answers as `answer(n)` says:
+    /// a status, or `None` to hang; `calls` counts the attempts, `dropped`
+    /// the attempt futures dropped unfinished.
+    fn service(
+        answer: fn(u32) -> Option<StatusCode>,
+        calls: Arc<AtomicU32>,
+        dropped: Arc<AtomicU32>,
+    ) -> impl Service<
+        http::Request<ReplayBody<String>>,
+        Response = http::Response<String>,
+        Error = crate::BoxError,
+        Future = Answer,
+    > + Clone {
+        tower::service_fn(move |_: http::Request<ReplayBody<String>>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let dropped = dropped.clone();
+            let fut: Answer = Box::pin(async move {
+                struct Guard(Arc<AtomicU32>, bool);
+                impl Drop for Guard {
+                    fn drop(&mut self) {
+                        if !self.1 {
+                            self.0.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+                let mut guard = Guard(dropped, false);
+                let status = match answer(n) {
+                    Some(status) => status,
+                    None => std::future::pending().await,
+                };
+                guard.1 = true;
+                let mut response = http::Response::new(String::new());
+                *response.status_mut() = status;
+                Ok(response)
+            });
+            fut
+        })
+    }
+
+    fn request() -> http::Request<String> {
+        http::Request::get("http://greet/")
+            .body(String::from("hello"))
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_attempt_worth_retrying_falls_into_the_retry_loop() {
+        let (calls, dropped) = (Arc::default(), Arc::default());
+        let svc = service(
+            |n| {
+                Some(if n == 1 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                })
+            },
+            Arc::clone(&calls),
+            Arc::clone(&dropped),
+        );
+        let response = RetryLayer::new()
+            .layer(svc)
+            .oneshot(request())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let attempts = response.extensions().get::<Attempts>().unwrap();
+        assert_eq!((attempts.count(), attempts.retries()), (2, 1));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_attempt_past_its_timeout_is_abandoned_before_the_retry() {
+        let (calls, dropped) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let svc = service(
+            |n| (n > 1).then_some(StatusCode::OK),
+            Arc::clone(&calls),
+            Arc::clone(&dropped),
+        );
+        let layer = RetryLayer::builder()
+            .attempt_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let dropped_at_retry = Arc::clone(&dropped);
+        let svc = tower::service_fn({
+            let mut svc = svc;
+            move |request: http::Request<ReplayBody<String>>| {
+                // The second attempt starts after the first was dropped.
+                let seen = dropped_at_retry.load(Ordering::SeqCst);
+                let fut = svc.call(request);
+                async move {
+                    let response = fut.await?;
+                    Ok::<_, crate::BoxError>((response, seen))
+                }
+            }
+        })
+        .map_response(|(mut response, seen): (http::Response<String>, u32)| {
+            response.extensions_mut().insert(seen);
+            response
+        });
+        let response = layer.layer(svc).oneshot(request()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.extensions().get::<u32>(), Some(&1));
+        assert_eq!(response.extensions().get::<Attempts>().unwrap().count(), 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_dropped_mid_attempt_drops_the_attempt() {
+        let (calls, dropped) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let svc = service(|_| None, Arc::clone(&calls), Arc::clone(&dropped));
+        let mut retry = RetryLayer::new().layer(svc);
+        let ready = ServiceExt::<http::Request<String>>::ready(&mut retry)
+            .await
+            .unwrap();
+        let call = ready.call(request());
+        let outcome = tokio::time::timeout(Duration::from_millis(10), call).await;
+        assert!(outcome.is_err(), "the attempt hangs");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_call_is_made_outside_a_runtime() {
+        // The first attempt is sent in `call`: nothing there needs the
+        // runtime (its timer is set at its first poll).
+        let (calls, dropped) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let svc = service(
+            |_| Some(StatusCode::OK),
+            Arc::clone(&calls),
+            Arc::clone(&dropped),
+        );
+        let mut retry = RetryLayer::new().layer(svc);
+        let call = Service::call(&mut retry, request());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let response = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(call)
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
