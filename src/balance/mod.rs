@@ -239,10 +239,14 @@ impl<'a> PickContext<'a> {
         rng::below_from(self.rng, n)
     }
 
-    /// Two distinct random indices in `0..n`; `n` must be at least 2.
+    /// Two distinct random indices in `0..n`, for `n` of at least 2; for
+    /// `n` of 1, `(0, 0)`; for 0 (no index exists), `(0, 0)` as well, so
+    /// check for an empty set first.
     #[inline]
     pub fn random_pair(&self, n: usize) -> (usize, usize) {
-        debug_assert!(n >= 2);
+        if n < 2 {
+            return (0, 0);
+        }
         let a = self.random_below(n);
         // Draw from the n-1 other slots so the pair is never the same
         // endpoint. The sum is below 2n: one subtraction wraps it, where a

@@ -9,10 +9,12 @@ use crate::balance::{Balancer, Change, Members, PickContext, Picker, rng};
 /// Every new endpoint set starts the rotation at a random position, so that
 /// many clients started together do not all hit the first endpoint first.
 ///
-/// Threads picking at once each turn a cursor of their own (up to eight),
-/// spaced evenly around the set, instead of all bumping one shared counter:
-/// each thread's picks go round the endpoints in turn, and over the pool no
-/// endpoint is ever more than one pick per thread ahead of another.
+/// Threads picking at once turn one of eight cursors, spaced evenly around
+/// the set, instead of all bumping one shared counter. A thread's cursor is
+/// fixed by the order threads first picked in the process (any pool), so
+/// two threads can share one: then each still goes round, interleaved with
+/// the other. Over the pool no endpoint is more than one pick per cursor
+/// ahead of another.
 ///
 /// ```
 /// use tower_lb::balance::RoundRobin;

@@ -644,3 +644,103 @@ fn maglev_follows_a_batch_with_an_endpoint_added_and_removed() {
     let gone = [pool[0].endpoint().key(), pool[10].endpoint().key()];
     assert!(placed.iter().all(|k| !gone.contains(&k.as_str())));
 }
+
+/// What the pool does with a change: the picker follows it, or the
+/// balancer builds afresh when it declines.
+fn followed(
+    balancer: &ConsistentHash,
+    picker: &dyn Picker,
+    members: &Members,
+    changes: &[crate::balance::Change],
+) -> Box<dyn Picker> {
+    picker
+        .update(members, changes)
+        .unwrap_or_else(|| balancer.picker(members))
+}
+
+/// Each member's share of `keys` keys through `picker`.
+fn key_shares(picker: &dyn Picker, members: &Members, keys: usize) -> Vec<f64> {
+    let placed = placement_by(picker, members, keys);
+    members
+        .iter()
+        .map(|m| placed.iter().filter(|k| *k == m.endpoint().key()).count() as f64 / keys as f64)
+        .collect()
+}
+
+/// A discovery update that swaps the whole set in one batch (every pod's
+/// address rotated) leaves the table fair, not every key on one endpoint.
+#[test]
+fn maglev_after_the_whole_set_is_replaced_in_one_batch_is_fair() {
+    use crate::pool::members::MemberList;
+
+    let balancer = &hashers()[0];
+    let pool = members(&[1; 6]);
+    for old in [1, 3] {
+        let mut list = MemberList::default();
+        for m in pool.iter().take(old) {
+            list.push(m.clone());
+        }
+        let (all, _) = list.publish();
+        let picker = balancer.picker(&all);
+        for _ in 0..old {
+            list.swap_remove(0);
+        }
+        for m in pool.iter().skip(old).take(3) {
+            list.push(m.clone());
+        }
+        let (replaced, changes) = list.publish();
+        let picker = followed(balancer, &*picker, &replaced, &changes.unwrap());
+        for share in key_shares(&*picker, &replaced, 9_000) {
+            assert!(
+                (share - 1.0 / 3.0).abs() < 0.06,
+                "{old} replaced by 3: share {share}"
+            );
+        }
+    }
+}
+
+/// A heavy endpoint leaving frees most of the table: its slots are shared
+/// fairly by those left, none piles onto the first member.
+#[test]
+fn maglev_after_a_heavy_endpoint_leaves_is_fair() {
+    use crate::pool::members::MemberList;
+
+    let balancer = &hashers()[0];
+    let mut list = MemberList::default();
+    for m in members(&[1, 1, 100]).iter() {
+        list.push(m.clone());
+    }
+    let (all, _) = list.publish();
+    let picker = balancer.picker(&all);
+    list.swap_remove(2);
+    let (left, changes) = list.publish();
+    let picker = followed(balancer, &*picker, &left, &changes.unwrap());
+    for share in key_shares(&*picker, &left, 10_000) {
+        assert!((share - 0.5).abs() < 0.05, "share {share}");
+    }
+}
+
+/// A set that grows many times over in one batch: the old members do not
+/// keep the rounding left-overs of the new ones' shares.
+#[test]
+fn maglev_after_a_large_growth_keeps_the_old_members_to_their_share() {
+    use crate::pool::members::MemberList;
+
+    let balancer = &hashers()[0];
+    let pool = members(&[1; 1_500]);
+    let mut list = MemberList::default();
+    for m in pool.iter().take(50) {
+        list.push(m.clone());
+    }
+    let (all, _) = list.publish();
+    let picker = balancer.picker(&all);
+    for m in pool.iter().skip(50) {
+        list.push(m.clone());
+    }
+    let (grown, changes) = list.publish();
+    let picker = followed(balancer, &*picker, &grown, &changes.unwrap());
+    let shares = key_shares(&*picker, &grown, 30_000);
+    let old: f64 = shares[..50].iter().sum();
+    let fair = 50.0 / 1_500.0;
+    assert!(old < fair * 1.2, "the first 50 hold {old}, fair {fair}");
+}

@@ -429,6 +429,10 @@ impl Shared {
             roster.set_eligible(key, book.is_eligible(key));
         }
         for key in &changes.returned {
+            // Ejected again later in the same batch: not back after all.
+            if !book.is_eligible(key) {
+                continue;
+            }
             if let Some(member) = roster.get(key) {
                 member.state().reset_failures();
                 if self.slow_start.is_some() {

@@ -222,6 +222,14 @@ impl Roster {
             }
         }
         assert_eq!(self.all.len(), self.entries.len());
+        // No stale member in the eligible list: as many entries say they
+        // are eligible as the list holds, each pointing at its own slot.
+        let eligible = self
+            .entries
+            .iter()
+            .filter(|entry| entry.eligible.get() != NOWHERE)
+            .count();
+        assert_eq!(eligible, self.eligible.len());
     }
 }
 

@@ -89,7 +89,9 @@ where
             // `Full`), and one poll reads them. Polled here with a waker
             // that does nothing; the call's future polls it again, with
             // the task's waker, if it is not done (boxed: a buffering
-            // body's future is large).
+            // body's future is large). A body whose poll needs a tokio
+            // runtime (a timer in a stream) therefore needs `call` made
+            // inside one; an in-memory body does not.
             let mut preparing = Box::pin(request.prepare(limit));
             let polled = trace.span.in_scope(|| {
                 let mut cx = Context::from_waker(Waker::noop());

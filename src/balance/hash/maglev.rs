@@ -129,7 +129,11 @@ pub(crate) fn build(members: &Members) -> Table {
 
 /// `table` after `changes` to the set it was built for (now `members`), or
 /// `None` when rebuilding is the better course: the size for the new count
-/// differs, a weight changed, or the removals would scan too much.
+/// differs, a weight changed, the removals would scan too much, the set was
+/// emptied on the way (a whole set replaced), the set grows by more than a
+/// quarter (the new members' rounded-down shares would leave the old ones
+/// well above theirs), or a freed slot finds no owner below its share
+/// nearby (a heavy endpoint left).
 ///
 /// Only the slots of an endpoint that leaves change owner, and a new
 /// endpoint takes only as many slots as its fair share, each from an owner
@@ -156,6 +160,13 @@ pub(crate) fn update(
     if removals.saturating_mul(size) > MAX_UPDATE_SCAN {
         return None;
     }
+    let additions = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Added { .. }))
+        .count();
+    if additions > counts.len() / 4 + 1 {
+        return None;
+    }
     let mut edit = slots.edit();
     let mut counts = counts.to_vec();
     // Members added in this update, by their index as it moves: they claim
@@ -172,10 +183,14 @@ pub(crate) fn update(
                 fresh.push(true);
             }
             Change::Removed { index, last } => {
-                if last + 1 != counts.len() || index > last {
+                // `last == 0`: the set is empty for a moment, no member is
+                // left to take the freed slots.
+                if last + 1 != counts.len() || index > last || last == 0 {
                     return None;
                 }
-                release(&mut edit, &mut counts, members, index, last, total_weight);
+                if !release(&mut edit, &mut counts, members, index, last, total_weight) {
+                    return None;
+                }
                 fresh.swap_remove(index);
             }
             Change::Replaced { .. } => return None,
@@ -240,7 +255,9 @@ fn claim(
 
 /// The member at `index` left and the one at `last` moved there: its slots
 /// are relabelled, and each freed slot goes to the owner of the next slot
-/// along the table that is below its share.
+/// along the table that is below its share. `false` when some freed slot
+/// finds none within `MAX_WALK` slots: the caller rebuilds rather than
+/// overload an owner.
 fn release(
     slots: &mut SlotsMut,
     counts: &mut Vec<u32>,
@@ -248,7 +265,7 @@ fn release(
     index: usize,
     last: usize,
     total_weight: u64,
-) {
+) -> bool {
     let (gone, moved) = (index as u32, last as u32);
     let mut freed = Vec::with_capacity(counts[index] as usize);
     for (slot, owner) in slots.owned_by(gone, moved) {
@@ -261,8 +278,13 @@ fn release(
     }
     counts.swap_remove(index);
     let size = slots.len();
+    // The shares are rounded up, so the table has barely a slot of slack:
+    // the last freed slots often find every owner nearby at its share, and
+    // go to the member least loaded for its weight (a scan of the members,
+    // bounded so that a large pool rebuilds rather than scan for long).
+    let mut scans_left = MAX_UPDATE_SCAN / (counts.len() as u64).max(1);
     for start in freed {
-        let mut fallback = None;
+        let mut below_share = None;
         for step in 1..size.min(MAX_WALK) {
             let slot = if start + step >= size {
                 start + step - size
@@ -273,20 +295,40 @@ fn release(
             if owner >= counts.len() {
                 continue;
             }
-            fallback.get_or_insert(owner);
             let weight = members.get(owner).map_or(1, Member::weight);
             if u64::from(counts[owner]) < quota(size as u64, weight, total_weight) {
-                fallback = Some(owner);
+                below_share = Some(owner);
                 break;
             }
         }
-        // The whole table freed cannot happen (a member is left).
-        let owner = fallback.unwrap_or(0);
+        let owner = match below_share {
+            Some(owner) => owner,
+            None if scans_left > 0 => {
+                scans_left -= 1;
+                match least_loaded(counts, members) {
+                    Some(owner) => owner,
+                    None => return false,
+                }
+            }
+            None => return false,
+        };
         slots.set(start, owner as u32);
-        if let Some(count) = counts.get_mut(owner) {
-            *count += 1;
-        }
+        counts[owner] += 1;
     }
+    true
+}
+
+/// The member with the fewest slots for its weight (the first on a tie):
+/// the one furthest below its share, or, while members added later in the
+/// same batch have not claimed theirs yet, the one least above it.
+fn least_loaded(counts: &[u32], members: &Members) -> Option<usize> {
+    let weight = |index: usize| u64::from(members.get(index).map_or(1, Member::weight));
+    (0..counts.len()).min_by(|&a, &b| {
+        // counts[a] / weight(a) against counts[b] / weight(b), in integers.
+        let left = u128::from(counts[a]) * u128::from(weight(b));
+        let right = u128::from(counts[b]) * u128::from(weight(a));
+        left.cmp(&right).then(a.cmp(&b))
+    })
 }
 
 fn next_prime(mut n: u64) -> u64 {
