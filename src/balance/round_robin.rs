@@ -9,8 +9,11 @@ use crate::balance::{Balancer, Change, Members, PickContext, Picker, rng};
 /// Every new endpoint set starts the rotation at a random position, so that
 /// many clients started together do not all hit the first endpoint first.
 ///
-/// Threads picking at once turn one of eight cursors, spaced evenly around
-/// the set, instead of all bumping one shared counter. A thread's cursor is
+/// A set of fewer than 64 endpoints has one cursor: every pick, from any
+/// thread, takes the next endpoint, so concurrent requests spread exactly
+/// evenly. From 64 endpoints on, threads picking at once turn one of eight
+/// cursors, spaced evenly around the set, instead of all bumping one shared
+/// counter. A thread's cursor is
 /// fixed by the order threads first picked in the process (any pool), so
 /// two threads can share one: then each still goes round, interleaved with
 /// the other. Over the pool no endpoint is more than one pick per cursor
@@ -38,6 +41,14 @@ impl RoundRobin {
     }
 }
 
+/// The set size from which threads turn cursors of their own. Below it one
+/// cursor keeps the rotation exact across threads: with three endpoints,
+/// six requests from two threads go two to each, where two cursors could
+/// send three to one (each cursor is even on its own, not with the other).
+/// From 64 endpoints, a pick or two ahead on a few of them is noise, and
+/// the shared cache line is what two threads would pay for.
+const STRIPED_FROM: usize = 64;
+
 struct RoundRobinPicker {
     /// One cursor per thread stripe, each on cache lines of its own: one
     /// shared cursor would be a cache line bounced between the cores on
@@ -47,6 +58,9 @@ struct RoundRobinPicker {
     /// endpoint may be picked twice running); the long-run spread is
     /// unaffected.
     cursors: Box<[Padded<AtomicU32>; STRIPES]>,
+    /// Whether threads use their own stripes ([`STRIPED_FROM`]) or all the
+    /// first cursor.
+    striped: bool,
     /// The endpoint count it was built for.
     modulus: Option<FastMod>,
 }
@@ -68,6 +82,7 @@ impl Balancer for RoundRobin {
         }));
         Box::new(RoundRobinPicker {
             cursors,
+            striped: n >= STRIPED_FROM,
             modulus: FastMod::new(n),
         })
     }
@@ -81,6 +96,7 @@ impl RoundRobinPicker {
             cursors: Box::new(std::array::from_fn(|k| {
                 Padded(AtomicU32::new(self.cursors[k].0.load(Ordering::Relaxed)))
             })),
+            striped: members.len() >= STRIPED_FROM,
             modulus: FastMod::new(members.len()),
         })
     }
@@ -93,9 +109,8 @@ impl Picker for RoundRobinPicker {
             return None;
         }
         // Relaxed: the counter orders nothing but itself.
-        let tick = self.cursors[stripe::index()]
-            .0
-            .fetch_add(1, Ordering::Relaxed);
+        let stripe = if self.striped { stripe::index() } else { 0 };
+        let tick = self.cursors[stripe].0.fetch_add(1, Ordering::Relaxed);
         Some(match self.modulus {
             Some(m) if m.divisor() == members.len() => m.rem(tick),
             _ => tick as usize % members.len(),

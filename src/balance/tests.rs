@@ -92,19 +92,26 @@ fn unweighted_balancers_spread_evenly() {
 /// (whether the threads' cursors are two or, shared, one).
 #[test]
 fn round_robin_goes_round_on_each_thread_and_stays_even_across_threads() {
-    let members = members(&[1; 7]);
+    // 7: one cursor for all threads; 100: a cursor per thread.
+    for n in [7, 100] {
+        round_robin_on_two_threads(n);
+    }
+}
+
+fn round_robin_on_two_threads(n: usize) {
+    let members = members(&vec![1; n]);
     let picker = RoundRobin::new().picker(&members);
     let ctx = PickContext::new("svc");
-    let turn: Vec<usize> = (0..14)
+    let turn: Vec<usize> = (0..2 * n)
         .map(|_| picker.pick(&members, &ctx).unwrap())
         .collect();
     for pair in turn.windows(2) {
-        assert_eq!(pair[1], (pair[0] + 1) % 7, "{turn:?}");
+        assert_eq!(pair[1], (pair[0] + 1) % n, "{turn:?}");
     }
-    let counts: Vec<std::sync::atomic::AtomicUsize> = (0..7).map(|_| Default::default()).collect();
+    let counts: Vec<std::sync::atomic::AtomicUsize> = (0..n).map(|_| Default::default()).collect();
     let (picker, members, counts) = (&picker, &members, &counts);
     std::thread::scope(|s| {
-        for picks in [7_003, 7_005] {
+        for picks in [1_000 * n + 3, 1_000 * n + 5] {
             s.spawn(move || {
                 for _ in 0..picks {
                     let i = picker.pick(members, &ctx).unwrap();
@@ -117,9 +124,11 @@ fn round_robin_goes_round_on_each_thread_and_stays_even_across_threads() {
         .iter()
         .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
         .collect();
-    assert_eq!(counts.iter().sum::<usize>(), 14_008);
     let (low, high) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-    assert!(high - low <= 2, "{counts:?}");
+    // One cursor: exactly even but for the last round; two: each cursor's
+    // last round.
+    let bound = if n < 64 { 1 } else { 2 };
+    assert!(high - low <= bound, "{n}: {counts:?}");
 }
 
 /// Runs `picks` requests with `concurrency` in flight at once, all taking

@@ -278,13 +278,23 @@ fn release(
     }
     counts.swap_remove(index);
     let size = slots.len();
-    // The shares are rounded up, so the table has barely a slot of slack:
-    // the last freed slots often find every owner nearby at its share, and
-    // go to the member least loaded for its weight (a scan of the members,
-    // bounded so that a large pool rebuilds rather than scan for long).
+    // The shares are rounded up, so the table has barely a slot of slack,
+    // and in a table smaller than the set some members own no slot at all
+    // (the walk never meets them): a freed slot that meets no owner below
+    // its share goes to the least loaded owner it met, one above its share
+    // at most; only when it met none (a run of freed slots) is every
+    // member looked at, a scan bounded so that a large pool rebuilds
+    // rather than scan for long.
     let mut scans_left = MAX_UPDATE_SCAN / (counts.len() as u64).max(1);
+    let weight = |index: usize| u64::from(members.get(index).map_or(1, Member::weight));
+    // Fewer slots for its weight: counts[a] / w(a) < counts[b] / w(b).
+    let lighter = |counts: &[u32], a: usize, b: usize| {
+        u128::from(counts[a]) * u128::from(weight(b))
+            < u128::from(counts[b]) * u128::from(weight(a))
+    };
     for start in freed {
         let mut below_share = None;
+        let mut least_met: Option<usize> = None;
         for step in 1..size.min(MAX_WALK) {
             let slot = if start + step >= size {
                 start + step - size
@@ -295,13 +305,15 @@ fn release(
             if owner >= counts.len() {
                 continue;
             }
-            let weight = members.get(owner).map_or(1, Member::weight);
-            if u64::from(counts[owner]) < quota(size as u64, weight, total_weight) {
+            if u64::from(counts[owner]) < quota(size as u64, weight(owner) as u32, total_weight) {
                 below_share = Some(owner);
                 break;
             }
+            if least_met.is_none_or(|least| lighter(counts, owner, least)) {
+                least_met = Some(owner);
+            }
         }
-        let owner = match below_share {
+        let owner = match below_share.or(least_met) {
             Some(owner) => owner,
             None if scans_left > 0 => {
                 scans_left -= 1;
