@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
+use crate::Endpoint;
 use crate::health::HealthEvent;
 
 /// When to take an endpoint out of rotation on the strength of the requests
@@ -134,7 +135,9 @@ impl OutlierDetection {
 pub(crate) struct PassiveMonitor {
     /// One copy for all the pool's endpoints.
     shared: Arc<MonitorShared>,
-    key: Box<str>,
+    /// The endpoint watched, for its key in a report: a reference count,
+    /// where a copy of the key cost 48 bytes an endpoint.
+    endpoint: Endpoint,
     consecutive: AtomicU32,
     window_start: AtomicU64,
     window_requests: AtomicU32,
@@ -158,17 +161,17 @@ impl PassiveMonitor {
     #[cfg(test)]
     pub(crate) fn new(
         config: OutlierDetection,
-        key: &str,
+        endpoint: Endpoint,
         events: UnboundedSender<HealthEvent>,
     ) -> Self {
-        Self::shared(Arc::new(MonitorShared::new(config, events)), key)
+        Self::shared(Arc::new(MonitorShared::new(config, events)), endpoint)
     }
 
-    /// A monitor of `key` under the pool's shared settings.
-    pub(crate) fn shared(shared: Arc<MonitorShared>, key: &str) -> Self {
+    /// A monitor of `endpoint` under the pool's shared settings.
+    pub(crate) fn shared(shared: Arc<MonitorShared>, endpoint: Endpoint) -> Self {
         Self {
             shared,
-            key: key.into(),
+            endpoint,
             consecutive: AtomicU32::new(0),
             window_start: AtomicU64::new(0),
             window_requests: AtomicU32::new(0),
@@ -233,7 +236,7 @@ impl PassiveMonitor {
     fn report(&self, reason: String) {
         // The driver may be gone (pool dropped); nothing to do then.
         let _ = self.shared.events.send(HealthEvent::Failing {
-            key: self.key.clone(),
+            key: self.endpoint.key().into(),
             reason,
             at: Instant::now(),
         });
@@ -247,8 +250,9 @@ mod tests {
     #[test]
     fn reports_again_while_failures_go_on() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let endpoint = Endpoint::new("h:1").unwrap();
         let monitor =
-            PassiveMonitor::new(OutlierDetection::new().consecutive_failures(3), "h:1", tx);
+            PassiveMonitor::new(OutlierDetection::new().consecutive_failures(3), endpoint, tx);
         for _ in 0..7 {
             monitor.record(true, 0);
         }

@@ -608,7 +608,7 @@ impl StateFactory<'_> {
             .makers
             .monitor
             .as_ref()
-            .map(|shared| PassiveMonitor::shared(shared.clone(), endpoint.key()));
+            .map(|shared| PassiveMonitor::shared(shared.clone(), endpoint.clone()));
         let state = EndpointState::with_settings(
             self.makers.settings.clone(),
             passive,
