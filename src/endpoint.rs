@@ -51,20 +51,34 @@ struct Inner {
     authority: Authority,
     /// Precomputed so that routing a request never parses a header value.
     host_header: HeaderValue,
-    host: Box<str>,
+    /// Where the host is in `key` (`scheme://host:port`, the host
+    /// lowercase): a second copy of it cost 48 bytes an endpoint.
+    host_start: u32,
+    host_end: u32,
     /// The host as an address, when it is one: routing a `reqwest::Request`
     /// sets it without parsing the host again.
     ip: Option<IpAddr>,
     port: u16,
     key: Box<str>,
     weight: u32,
-    zone: Option<Box<str>>,
-    metadata: BTreeMap<String, String>,
+    /// Zone and metadata, which most endpoints lack: boxed apart, so that
+    /// an endpoint without them pays one pointer (it was 40 bytes).
+    extras: Option<Box<Extras>>,
     /// `server.address` and `server.port` as metric label values, made on
     /// first use and then shared by every series of this endpoint.
     #[cfg(feature = "metrics")]
     labels: std::sync::OnceLock<MetricLabels>,
 }
+
+/// An endpoint's rarely set hints.
+#[derive(Clone, Default)]
+struct Extras {
+    zone: Option<Box<str>>,
+    metadata: BTreeMap<String, String>,
+}
+
+/// The metadata of an endpoint that has none.
+static NO_METADATA: BTreeMap<String, String> = BTreeMap::new();
 
 /// Why a string, address or weight could not become an [`Endpoint`].
 ///
@@ -212,6 +226,14 @@ impl Endpoint {
 
     fn from_parts(scheme: Scheme, authority: Authority, host: String, port: u16) -> Self {
         let key = format!("{}://{}:{}", scheme, host, port);
+        // The host's place in the key; a key longer than 4 GiB cannot be
+        // made, so the fallback (an empty host) is for the impossible case.
+        let host_start = scheme.as_str().len() + "://".len();
+        let host_end = host_start + host.len();
+        let (host_start, host_end) = match (u32::try_from(host_start), u32::try_from(host_end)) {
+            (Ok(start), Ok(end)) => (start, end),
+            _ => (0, 0),
+        };
         // An `Authority` holds only visible ASCII, which is always a valid
         // header value; the fallback is for the impossible case.
         let host_header = HeaderValue::from_str(authority.as_str())
@@ -229,13 +251,13 @@ impl Endpoint {
                 scheme,
                 authority,
                 host_header,
-                host: host.into_boxed_str(),
+                host_start,
+                host_end,
                 ip,
                 port,
                 key: key.into_boxed_str(),
                 weight: 1,
-                zone: None,
-                metadata: BTreeMap::new(),
+                extras: None,
                 #[cfg(feature = "metrics")]
                 labels: std::sync::OnceLock::new(),
             }),
@@ -265,13 +287,18 @@ impl Endpoint {
 
     /// Returns a copy placed in the given zone (a locality label).
     pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
-        Arc::make_mut(&mut self.inner).zone = Some(zone.into().into_boxed_str());
+        Arc::make_mut(&mut self.inner)
+            .extras
+            .get_or_insert_default()
+            .zone = Some(zone.into().into_boxed_str());
         self
     }
 
     /// Returns a copy with one metadata entry added or replaced.
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         Arc::make_mut(&mut self.inner)
+            .extras
+            .get_or_insert_default()
             .metadata
             .insert(key.into(), value.into());
         self
@@ -295,7 +322,8 @@ impl Endpoint {
 
     /// The host, lowercase (IPv6 literals keep their brackets).
     pub fn host(&self) -> &str {
-        &self.inner.host
+        let range = self.inner.host_start as usize..self.inner.host_end as usize;
+        self.inner.key.get(range).unwrap_or_default()
     }
 
     /// The host as an IP address, when it is one (`127.0.0.1`, `[::1]`);
@@ -316,12 +344,15 @@ impl Endpoint {
 
     /// The zone label, if any.
     pub fn zone(&self) -> Option<&str> {
-        self.inner.zone.as_deref()
+        self.inner.extras.as_ref()?.zone.as_deref()
     }
 
     /// Free-form metadata from discovery or from the user.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.inner.metadata
+        self.inner
+            .extras
+            .as_ref()
+            .map_or(&NO_METADATA, |extras| &extras.metadata)
     }
 
     /// The value for the `Host` header of a request sent here.
@@ -357,8 +388,8 @@ impl PartialEq for Endpoint {
         Arc::ptr_eq(&self.inner, &other.inner)
             || (self.inner.key == other.inner.key
                 && self.inner.weight == other.inner.weight
-                && self.inner.zone == other.inner.zone
-                && self.inner.metadata == other.inner.metadata)
+                && self.zone() == other.zone()
+                && self.metadata() == other.metadata())
     }
 }
 
@@ -575,6 +606,47 @@ mod tests {
                 assert!(!printed.contains("canary"), "{printed}");
             }
         }
+    }
+
+    #[test]
+    fn host_is_the_keys_host_lowercase() {
+        for (input, host) in [
+            ("http://A.example:80", "a.example"),
+            ("https://10.0.0.7", "10.0.0.7"),
+            ("http://[::1]:9000/", "[::1]"),
+            ("http://[fe80::1%25eth0]:8080", "[fe80::1%25eth0]"),
+            ("HTTP://Greet.Test.:1", "greet.test."),
+        ] {
+            assert_eq!(Endpoint::new(input).unwrap().host(), host, "{input}");
+        }
+        let scoped: SocketAddr = "[fe80::1%2]:8080".parse().unwrap();
+        assert_eq!(Endpoint::from_addr(scoped).host(), "[fe80::1%252]");
+    }
+
+    #[test]
+    fn zone_and_metadata_are_kept_together() {
+        let bare = Endpoint::new("h:1").unwrap();
+        assert_eq!(bare.zone(), None);
+        assert!(bare.metadata().is_empty());
+        let ep = bare
+            .clone()
+            .with_metadata("rack", "r1")
+            .with_zone("z1")
+            .with_metadata("az", "a");
+        assert_eq!(ep.zone(), Some("z1"));
+        assert_eq!(ep.metadata().len(), 2);
+        assert_eq!(ep.metadata().get("rack").map(String::as_str), Some("r1"));
+        assert_ne!(ep, bare);
+        assert_ne!(ep, bare.clone().with_zone("z1"));
+        assert_eq!(
+            ep,
+            Endpoint::new("h:1")
+                .unwrap()
+                .with_zone("z1")
+                .with_metadata("rack", "r1")
+                .with_metadata("az", "a")
+        );
+        assert!(bare.metadata().is_empty(), "the original is unchanged");
     }
 
     #[test]

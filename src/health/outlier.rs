@@ -251,8 +251,11 @@ mod tests {
     fn reports_again_while_failures_go_on() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let endpoint = Endpoint::new("h:1").unwrap();
-        let monitor =
-            PassiveMonitor::new(OutlierDetection::new().consecutive_failures(3), endpoint, tx);
+        let monitor = PassiveMonitor::new(
+            OutlierDetection::new().consecutive_failures(3),
+            endpoint,
+            tx,
+        );
         for _ in 0..7 {
             monitor.record(true, 0);
         }
