@@ -47,7 +47,9 @@ pub struct Endpoint {
 
 #[derive(Clone)]
 struct Inner {
-    scheme: Scheme,
+    /// The scheme, `https` or else `http` (the only two an endpoint can
+    /// have): a flag where a `Scheme` took 16 bytes.
+    https: bool,
     authority: Authority,
     /// Precomputed so that routing a request never parses a header value.
     host_header: HeaderValue,
@@ -76,6 +78,10 @@ struct Extras {
     zone: Option<Box<str>>,
     metadata: BTreeMap<String, String>,
 }
+
+/// The two schemes an endpoint can have, for [`Endpoint::scheme`].
+static HTTP: Scheme = Scheme::HTTP;
+static HTTPS: Scheme = Scheme::HTTPS;
 
 /// The metadata of an endpoint that has none.
 static NO_METADATA: BTreeMap<String, String> = BTreeMap::new();
@@ -248,7 +254,7 @@ impl Endpoint {
             .ok();
         Self {
             inner: Arc::new(Inner {
-                scheme,
+                https: scheme == Scheme::HTTPS,
                 authority,
                 host_header,
                 host_start,
@@ -312,7 +318,7 @@ impl Endpoint {
 
     /// `http` or `https`.
     pub fn scheme(&self) -> &Scheme {
-        &self.inner.scheme
+        if self.inner.https { &HTTPS } else { &HTTP }
     }
 
     /// Host and port as given (the port may be implied by the scheme).
@@ -621,6 +627,14 @@ mod tests {
         }
         let scoped: SocketAddr = "[fe80::1%2]:8080".parse().unwrap();
         assert_eq!(Endpoint::from_addr(scoped).host(), "[fe80::1%252]");
+    }
+
+    #[test]
+    fn keeps_the_scheme() {
+        let scheme = |s: &str| Endpoint::new(s).unwrap().scheme().clone();
+        assert_eq!(scheme("HTTPS://h:1"), Scheme::HTTPS);
+        assert_eq!(scheme("http://h:1"), Scheme::HTTP);
+        assert_eq!(scheme("h:1"), Scheme::HTTP);
     }
 
     #[test]
