@@ -47,24 +47,60 @@ pub struct Endpoint {
 
 #[derive(Clone)]
 struct Inner {
-    scheme: Scheme,
+    /// The scheme, `https` or else `http` (the only two an endpoint can
+    /// have): a flag where a `Scheme` took 16 bytes.
+    https: bool,
     authority: Authority,
     /// Precomputed so that routing a request never parses a header value.
     host_header: HeaderValue,
-    host: Box<str>,
     /// The host as an address, when it is one: routing a `reqwest::Request`
     /// sets it without parsing the host again.
     ip: Option<IpAddr>,
     port: u16,
+    /// `scheme://host:port`, the host lowercase: [`Endpoint::host`] is a
+    /// range of it, found from the scheme and the port's digits (a second
+    /// copy of the host cost 48 bytes an endpoint, and offsets of it would
+    /// push `Inner` into the next allocation size).
     key: Box<str>,
     weight: u32,
-    zone: Option<Box<str>>,
-    metadata: BTreeMap<String, String>,
+    /// Zone and metadata, which most endpoints lack: boxed apart, so that
+    /// an endpoint without them pays one pointer (it was 40 bytes).
+    extras: Option<Box<Extras>>,
     /// `server.address` and `server.port` as metric label values, made on
     /// first use and then shared by every series of this endpoint.
     #[cfg(feature = "metrics")]
     labels: std::sync::OnceLock<MetricLabels>,
 }
+
+/// An endpoint's rarely set hints.
+#[derive(Clone, Default)]
+struct Extras {
+    zone: Option<Box<str>>,
+    metadata: BTreeMap<String, String>,
+}
+
+/// The two schemes an endpoint can have, for [`Endpoint::scheme`].
+static HTTP: Scheme = Scheme::HTTP;
+static HTTPS: Scheme = Scheme::HTTPS;
+
+/// The scheme's name, as the key spells it.
+fn scheme_str(https: bool) -> &'static str {
+    if https { "https" } else { "http" }
+}
+
+/// How many decimal digits `port` has.
+fn digits(port: u16) -> usize {
+    match port {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    }
+}
+
+/// The metadata of an endpoint that has none.
+static NO_METADATA: BTreeMap<String, String> = BTreeMap::new();
 
 /// Why a string, address or weight could not become an [`Endpoint`].
 ///
@@ -211,7 +247,10 @@ impl Endpoint {
     }
 
     fn from_parts(scheme: Scheme, authority: Authority, host: String, port: u16) -> Self {
-        let key = format!("{}://{}:{}", scheme, host, port);
+        // Only the two schemes an endpoint can have; `host()` relies on the
+        // key starting with the one the flag says.
+        let https = scheme == Scheme::HTTPS;
+        let key = format!("{}://{}:{}", scheme_str(https), host, port);
         // An `Authority` holds only visible ASCII, which is always a valid
         // header value; the fallback is for the impossible case.
         let host_header = HeaderValue::from_str(authority.as_str())
@@ -226,16 +265,14 @@ impl Endpoint {
             .ok();
         Self {
             inner: Arc::new(Inner {
-                scheme,
+                https,
                 authority,
                 host_header,
-                host: host.into_boxed_str(),
                 ip,
                 port,
                 key: key.into_boxed_str(),
                 weight: 1,
-                zone: None,
-                metadata: BTreeMap::new(),
+                extras: None,
                 #[cfg(feature = "metrics")]
                 labels: std::sync::OnceLock::new(),
             }),
@@ -265,13 +302,18 @@ impl Endpoint {
 
     /// Returns a copy placed in the given zone (a locality label).
     pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
-        Arc::make_mut(&mut self.inner).zone = Some(zone.into().into_boxed_str());
+        Arc::make_mut(&mut self.inner)
+            .extras
+            .get_or_insert_default()
+            .zone = Some(zone.into().into_boxed_str());
         self
     }
 
     /// Returns a copy with one metadata entry added or replaced.
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         Arc::make_mut(&mut self.inner)
+            .extras
+            .get_or_insert_default()
             .metadata
             .insert(key.into(), value.into());
         self
@@ -285,7 +327,7 @@ impl Endpoint {
 
     /// `http` or `https`.
     pub fn scheme(&self) -> &Scheme {
-        &self.inner.scheme
+        if self.inner.https { &HTTPS } else { &HTTP }
     }
 
     /// Host and port as given (the port may be implied by the scheme).
@@ -295,7 +337,15 @@ impl Endpoint {
 
     /// The host, lowercase (IPv6 literals keep their brackets).
     pub fn host(&self) -> &str {
-        &self.inner.host
+        // The key is `scheme://host:port`: the host starts after the
+        // scheme's `://` and ends before the `:` and the port's digits.
+        let start = scheme_str(self.inner.https).len() + "://".len();
+        let end = self
+            .inner
+            .key
+            .len()
+            .saturating_sub(1 + digits(self.inner.port));
+        self.inner.key.get(start..end).unwrap_or_default()
     }
 
     /// The host as an IP address, when it is one (`127.0.0.1`, `[::1]`);
@@ -316,12 +366,15 @@ impl Endpoint {
 
     /// The zone label, if any.
     pub fn zone(&self) -> Option<&str> {
-        self.inner.zone.as_deref()
+        self.inner.extras.as_ref()?.zone.as_deref()
     }
 
     /// Free-form metadata from discovery or from the user.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.inner.metadata
+        self.inner
+            .extras
+            .as_ref()
+            .map_or(&NO_METADATA, |extras| &extras.metadata)
     }
 
     /// The value for the `Host` header of a request sent here.
@@ -357,8 +410,8 @@ impl PartialEq for Endpoint {
         Arc::ptr_eq(&self.inner, &other.inner)
             || (self.inner.key == other.inner.key
                 && self.inner.weight == other.inner.weight
-                && self.inner.zone == other.inner.zone
-                && self.inner.metadata == other.inner.metadata)
+                && self.zone() == other.zone()
+                && self.metadata() == other.metadata())
     }
 }
 
@@ -575,6 +628,71 @@ mod tests {
                 assert!(!printed.contains("canary"), "{printed}");
             }
         }
+    }
+
+    #[test]
+    fn host_is_the_keys_host_lowercase() {
+        for (input, host) in [
+            ("http://A.example:80", "a.example"),
+            ("https://10.0.0.7", "10.0.0.7"),
+            ("http://[::1]:9000/", "[::1]"),
+            ("http://[fe80::1%25eth0]:8080", "[fe80::1%25eth0]"),
+            ("HTTP://Greet.Test.:1", "greet.test."),
+        ] {
+            assert_eq!(Endpoint::new(input).unwrap().host(), host, "{input}");
+        }
+        let scoped: SocketAddr = "[fe80::1%2]:8080".parse().unwrap();
+        assert_eq!(Endpoint::from_addr(scoped).host(), "[fe80::1%252]");
+    }
+
+    #[test]
+    fn host_is_found_whatever_the_ports_digits() {
+        for port in [1, 9, 10, 99, 100, 999, 1000, 9999, 10000, 65535] {
+            let ep = Endpoint::new(&format!("https://h.example:{port}")).unwrap();
+            assert_eq!(ep.host(), "h.example", "{port}");
+            assert_eq!(ep.port(), port);
+        }
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    #[test]
+    fn an_endpoint_is_one_small_allocation() {
+        // With the reference counts, 136 bytes: glibc's 144-byte class.
+        assert!(std::mem::size_of::<Inner>() <= 120);
+    }
+
+    #[test]
+    fn keeps_the_scheme() {
+        let scheme = |s: &str| Endpoint::new(s).unwrap().scheme().clone();
+        assert_eq!(scheme("HTTPS://h:1"), Scheme::HTTPS);
+        assert_eq!(scheme("http://h:1"), Scheme::HTTP);
+        assert_eq!(scheme("h:1"), Scheme::HTTP);
+    }
+
+    #[test]
+    fn zone_and_metadata_are_kept_together() {
+        let bare = Endpoint::new("h:1").unwrap();
+        assert_eq!(bare.zone(), None);
+        assert!(bare.metadata().is_empty());
+        let ep = bare
+            .clone()
+            .with_metadata("rack", "r1")
+            .with_zone("z1")
+            .with_metadata("az", "a");
+        assert_eq!(ep.zone(), Some("z1"));
+        assert_eq!(ep.metadata().len(), 2);
+        assert_eq!(ep.metadata().get("rack").map(String::as_str), Some("r1"));
+        assert_ne!(ep, bare);
+        assert_ne!(ep, bare.clone().with_zone("z1"));
+        assert_eq!(
+            ep,
+            Endpoint::new("h:1")
+                .unwrap()
+                .with_zone("z1")
+                .with_metadata("rack", "r1")
+                .with_metadata("az", "a")
+        );
+        assert!(bare.metadata().is_empty(), "the original is unchanged");
     }
 
     #[test]

@@ -134,11 +134,20 @@ impl OutlierDetection {
 pub(crate) struct PassiveMonitor {
     /// One copy for all the pool's endpoints.
     shared: Arc<MonitorShared>,
-    key: Box<str>,
+    // No key of its own: the caller, which holds the endpoint, names it
+    // (a copy of the key cost 48 bytes an endpoint).
     consecutive: AtomicU32,
-    window_start: AtomicU64,
-    window_requests: AtomicU32,
-    window_failures: AtomicU32,
+    /// The failure-rate window, only when the pool counts one (off by
+    /// default): boxed, so that a monitor without one stays small.
+    window: Option<Box<RateWindow>>,
+}
+
+/// One failure-rate window's counts.
+#[derive(Debug, Default)]
+struct RateWindow {
+    start: AtomicU64,
+    requests: AtomicU32,
+    failures: AtomicU32,
 }
 
 /// What every monitor of one pool shares: the settings and where to report.
@@ -156,28 +165,23 @@ impl MonitorShared {
 
 impl PassiveMonitor {
     #[cfg(test)]
-    pub(crate) fn new(
-        config: OutlierDetection,
-        key: &str,
-        events: UnboundedSender<HealthEvent>,
-    ) -> Self {
-        Self::shared(Arc::new(MonitorShared::new(config, events)), key)
+    pub(crate) fn new(config: OutlierDetection, events: UnboundedSender<HealthEvent>) -> Self {
+        Self::shared(Arc::new(MonitorShared::new(config, events)))
     }
 
-    /// A monitor of `key` under the pool's shared settings.
-    pub(crate) fn shared(shared: Arc<MonitorShared>, key: &str) -> Self {
+    /// A monitor under the pool's shared settings.
+    pub(crate) fn shared(shared: Arc<MonitorShared>) -> Self {
+        let window = shared.config.failure_rate.map(|_| Box::default());
         Self {
             shared,
-            key: key.into(),
             consecutive: AtomicU32::new(0),
-            window_start: AtomicU64::new(0),
-            window_requests: AtomicU32::new(0),
-            window_failures: AtomicU32::new(0),
+            window,
         }
     }
 
-    /// Records one outcome; `now_ns` is the state's own clock.
-    pub(crate) fn record(&self, failed: bool, now_ns: u64) {
+    /// Records one outcome of the endpoint `key`; `now_ns` is the state's
+    /// own clock.
+    pub(crate) fn record(&self, key: &str, failed: bool, now_ns: u64) {
         if failed {
             let run = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
             // At every multiple of the threshold: one event per threshold's
@@ -185,55 +189,67 @@ impl PassiveMonitor {
             // reported again while it goes on failing.
             let threshold = self.shared.config.consecutive_failures;
             if run >= threshold && run.is_multiple_of(threshold) {
-                self.report(format!("{run} consecutive failures"));
+                self.report(key, format!("{run} consecutive failures"));
             }
         } else {
             self.consecutive.store(0, Ordering::Relaxed);
         }
-        if let Some(rate) = self.shared.config.failure_rate {
-            self.record_rate(&rate, failed, now_ns);
+        if let (Some(rate), Some(window)) = (self.shared.config.failure_rate, &self.window) {
+            self.record_rate(key, window, &rate, failed, now_ns);
         }
     }
 
-    fn record_rate(&self, rate: &FailureRate, failed: bool, now_ns: u64) {
-        let start = self.window_start.load(Ordering::Relaxed);
+    fn record_rate(
+        &self,
+        key: &str,
+        window: &RateWindow,
+        rate: &FailureRate,
+        failed: bool,
+        now_ns: u64,
+    ) {
+        let start = window.start.load(Ordering::Relaxed);
         if now_ns.saturating_sub(start) >= rate.window.as_nanos() as u64 {
             // A new window; a racing reset loses a sample or two, harmlessly.
-            self.window_start.store(now_ns, Ordering::Relaxed);
-            self.window_requests.store(0, Ordering::Relaxed);
-            self.window_failures.store(0, Ordering::Relaxed);
+            window.start.store(now_ns, Ordering::Relaxed);
+            window.requests.store(0, Ordering::Relaxed);
+            window.failures.store(0, Ordering::Relaxed);
         }
-        let requests = self.window_requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let requests = window.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let failures = if failed {
-            self.window_failures.fetch_add(1, Ordering::Relaxed) + 1
+            window.failures.fetch_add(1, Ordering::Relaxed) + 1
         } else {
-            self.window_failures.load(Ordering::Relaxed)
+            window.failures.load(Ordering::Relaxed)
         };
         if failed
             && requests >= rate.min_requests
             && f64::from(failures) >= rate.threshold * f64::from(requests)
         {
-            self.report(format!(
-                "{failures} of {requests} requests failed in the last {:?}",
-                rate.window
-            ));
+            self.report(
+                key,
+                format!(
+                    "{failures} of {requests} requests failed in the last {:?}",
+                    rate.window
+                ),
+            );
             // Start over, so one bad window sends one event.
-            self.window_requests.store(0, Ordering::Relaxed);
-            self.window_failures.store(0, Ordering::Relaxed);
+            window.requests.store(0, Ordering::Relaxed);
+            window.failures.store(0, Ordering::Relaxed);
         }
     }
 
     /// Forgets past failures: the endpoint was just ejected or came back.
     pub(crate) fn reset(&self) {
         self.consecutive.store(0, Ordering::Relaxed);
-        self.window_requests.store(0, Ordering::Relaxed);
-        self.window_failures.store(0, Ordering::Relaxed);
+        if let Some(window) = &self.window {
+            window.requests.store(0, Ordering::Relaxed);
+            window.failures.store(0, Ordering::Relaxed);
+        }
     }
 
-    fn report(&self, reason: String) {
+    fn report(&self, key: &str, reason: String) {
         // The driver may be gone (pool dropped); nothing to do then.
         let _ = self.shared.events.send(HealthEvent::Failing {
-            key: self.key.clone(),
+            key: key.into(),
             reason,
             at: Instant::now(),
         });
@@ -247,15 +263,19 @@ mod tests {
     #[test]
     fn reports_again_while_failures_go_on() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let monitor =
-            PassiveMonitor::new(OutlierDetection::new().consecutive_failures(3), "h:1", tx);
+        let monitor = PassiveMonitor::new(OutlierDetection::new().consecutive_failures(3), tx);
         for _ in 0..7 {
-            monitor.record(true, 0);
+            monitor.record("http://h:1", true, 0);
         }
         // At 3 and 6: a refused ejection is asked for again.
-        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 2);
-        monitor.record(false, 0);
-        monitor.record(true, 0);
+        let events: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(events.len(), 2);
+        assert!(
+            matches!(&events[0], HealthEvent::Failing { key, .. } if &**key == "http://h:1"),
+            "{events:?}"
+        );
+        monitor.record("http://h:1", false, 0);
+        monitor.record("http://h:1", true, 0);
         assert!(rx.try_recv().is_err(), "a success starts the count over");
     }
 }

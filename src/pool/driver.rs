@@ -356,7 +356,7 @@ impl Shared {
         };
         let upsert = |roster: &mut Roster, book: &mut HealthBook, endpoint: Endpoint| {
             let key_joined =
-                match roster.upsert(endpoint.clone(), |e| Arc::new(factory.new_state(e))) {
+                match roster.upsert(endpoint.clone(), |_| Arc::new(factory.new_state())) {
                     Upserted::New => true,
                     Upserted::Replaced | Upserted::Same => false,
                 };
@@ -607,12 +607,12 @@ impl StateMakers {
 }
 
 impl StateFactory<'_> {
-    fn new_state(&self, endpoint: &Endpoint) -> EndpointState {
+    fn new_state(&self) -> EndpointState {
         let passive = self
             .makers
             .monitor
             .as_ref()
-            .map(|shared| PassiveMonitor::shared(shared.clone(), endpoint.key()));
+            .map(|shared| PassiveMonitor::shared(shared.clone()));
         let state = EndpointState::with_settings(
             self.makers.settings.clone(),
             passive,

@@ -54,12 +54,15 @@ impl Default for LoadTracking {
 /// keeps the endpoint keeps its in-flight count and history. All fields are
 /// atomics: requests update them without a lock.
 //
-// Aligned to cache lines so that two endpoints' counters, written by
-// different cores, never share one. `repr(C)` keeps the declared order: the
-// first 64 bytes hold everything a pick reads or writes, so a pick touches
-// one line of each endpoint it looks at (it matters at 100,000 endpoints,
-// where every line is a cache miss).
-#[repr(C, align(64))]
+// `repr(C)` keeps the declared order: the first 40 bytes hold everything a
+// pick reads or writes, together, so a pick touches at most two lines of
+// each endpoint it looks at. Not aligned to cache lines: the alignment made
+// every state 256 bytes (its reference counts took a line of their own) and
+// an aligned allocation besides (115 bytes an endpoint more, churn bench),
+// and two threads picking from one pool showed no false sharing without it:
+// 0.9x (P2C) and 1.2x (round robin) the two-pools control in one run,
+// within that bench's noise (benches/pick.rs, `pick_2_threads`).
+#[repr(C)]
 pub struct EndpointState {
     in_flight: AtomicUsize,
     /// Peak-sensitive round-trip estimate for balancers, `f64` ns bits;
@@ -72,14 +75,11 @@ pub struct EndpointState {
     stamp: AtomicU64,
     /// Shared by the pool's endpoints.
     clock: Arc<PoolClock>,
-    /// `tracking`'s durations as the numbers a pick computes with, converted
-    /// once: a `u128` to `f64` conversion on every pick costs more than the
-    /// rest of the arithmetic.
-    nanos: TrackingNanos,
-    // -- end of the first cache line --
     /// The pool's settings, one copy for all its endpoints (a copy in each
-    /// cost 88 bytes an endpoint).
+    /// cost 88 bytes an endpoint, and the pick's numbers in each 32): one
+    /// line that every pick reads, so always in cache.
     settings: Arc<StateSettings>,
+    // -- end of what a pick reads --
     /// Slow start: when the ramp began, in ns since the epoch plus one; 0 = none.
     ramp_from: AtomicU64,
     requests: AtomicU64,
@@ -97,6 +97,10 @@ pub struct EndpointState {
 #[derive(Debug)]
 pub(crate) struct StateSettings {
     tracking: LoadTracking,
+    /// `tracking`'s durations as the numbers a pick computes with, converted
+    /// once: a `u128` to `f64` conversion on every pick costs more than the
+    /// rest of the arithmetic.
+    nanos: TrackingNanos,
     pool_in_flight: Option<Arc<AtomicUsize>>,
     /// A request cancelled after waiting this long counts as timed out.
     cancel_timeout: Option<Duration>,
@@ -113,6 +117,7 @@ impl StateSettings {
         abandoned_body_timeout: Option<Duration>,
     ) -> Self {
         Self {
+            nanos: TrackingNanos::new(&tracking),
             tracking,
             pool_in_flight,
             cancel_timeout,
@@ -150,7 +155,6 @@ impl EndpointState {
             rtt: AtomicU64::new(0),
             stamp: AtomicU64::new(0),
             clock,
-            nanos: TrackingNanos::new(&settings.tracking),
             settings,
             passive,
             ramp_from: AtomicU64::new(0),
@@ -207,7 +211,7 @@ impl EndpointState {
         let raw = f64::from_bits(self.rtt.load(Ordering::Relaxed));
         if raw == 0.0 {
             return Estimate {
-                rtt: self.nanos.default_rtt,
+                rtt: self.settings.nanos.default_rtt,
                 sampled: false,
                 penalized: false,
             };
@@ -224,7 +228,7 @@ impl EndpointState {
         let raw = f64::from_bits(self.rtt.load(Ordering::Relaxed));
         if raw == 0.0 {
             return Estimate {
-                rtt: self.nanos.default_rtt,
+                rtt: self.settings.nanos.default_rtt,
                 sampled: false,
                 penalized: false,
             };
@@ -242,7 +246,7 @@ impl EndpointState {
         let idle = now_ns.saturating_sub(self.stamp.load(Ordering::Relaxed));
         // A busy endpoint was updated a moment ago: skip the exponential
         // (the error is under 0.1%) and keep the pick in nanoseconds.
-        let rtt = if idle < self.nanos.fresh {
+        let rtt = if idle < self.settings.nanos.fresh {
             rtt
         } else {
             rtt * self.keep(idle)
@@ -269,7 +273,7 @@ impl EndpointState {
     /// [`is_penalized_at`](Self::is_penalized_at).
     #[inline]
     pub fn is_penalized(&self, rtt_estimate_nanos: f64) -> bool {
-        rtt_estimate_nanos * 2.0 >= self.nanos.failure_penalty
+        rtt_estimate_nanos * 2.0 >= self.settings.nanos.failure_penalty
     }
 
     /// A recent time for [`rtt_estimate_at`](Self::rtt_estimate_at), far
@@ -309,13 +313,19 @@ impl EndpointState {
     /// timed. What [`Picked::finish`](crate::Picked::finish) does.
     #[cfg(test)]
     pub(crate) fn record(&self, latency: Option<Duration>, failed: bool) {
-        self.record_at(self.clock.now_nanos(), latency, failed);
+        self.record_at(self.clock.now_nanos(), latency, failed, "http://test:1");
     }
 
-    /// Records a finished request at `now_ns` (from [`stamp`](Self::stamp)):
-    /// its outcome, and its latency when timed.
-    pub(crate) fn record_at(&self, now_ns: u64, latency: Option<Duration>, failed: bool) {
-        self.count_at(now_ns, failed);
+    /// Records a finished request of the endpoint `key` at `now_ns` (from
+    /// [`stamp`](Self::stamp)): its outcome, and its latency when timed.
+    pub(crate) fn record_at(
+        &self,
+        now_ns: u64,
+        latency: Option<Duration>,
+        failed: bool,
+        key: &str,
+    ) {
+        self.count_at(now_ns, failed, key);
         // An untimed success says nothing about latency; an untimed
         // failure still counts as the failure penalty.
         if latency.is_some() || failed {
@@ -333,14 +343,15 @@ impl EndpointState {
     }
 
     /// Counts one outcome at `now_ns` (from [`stamp`](Self::stamp)): the
-    /// request and failure counters, and outlier detection's.
-    pub(crate) fn count_at(&self, now_ns: u64, failed: bool) {
+    /// request and failure counters, and outlier detection's (which names
+    /// the endpoint `key` in what it reports).
+    pub(crate) fn count_at(&self, now_ns: u64, failed: bool, key: &str) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(passive) = &self.passive {
-            passive.record(failed, now_ns);
+            passive.record(key, failed, now_ns);
         }
     }
 
@@ -365,7 +376,7 @@ impl EndpointState {
             blend(&self.latency, sample, keep);
         }
         let sample = if failed {
-            sample.max(self.nanos.failure_penalty)
+            sample.max(self.settings.nanos.failure_penalty)
         } else {
             sample
         };
@@ -438,7 +449,7 @@ impl EndpointState {
     /// The weight an estimate keeps after `elapsed_ns`: `e^(-elapsed/decay)`.
     #[inline]
     fn keep(&self, elapsed_ns: u64) -> f64 {
-        (-(elapsed_ns as f64) / self.nanos.decay).exp()
+        (-(elapsed_ns as f64) / self.settings.nanos.decay).exp()
     }
 
     #[inline]
@@ -514,14 +525,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn what_a_pick_reads_fits_in_the_first_cache_line() {
-        assert_eq!(std::mem::offset_of!(EndpointState, settings), 64);
+    fn what_a_pick_reads_is_together_at_the_start() {
+        // With the reference counts before it, 56 bytes: one cache line
+        // when the allocation starts one, two at most.
+        assert_eq!(std::mem::offset_of!(EndpointState, ramp_from), 40);
     }
 
     #[test]
-    fn a_state_is_three_cache_lines_at_most() {
-        // With the reference counts' line, 256 bytes an endpoint.
-        assert!(std::mem::size_of::<EndpointState>() <= 192);
+    fn a_state_is_small() {
+        // With its reference counts, 128 bytes an endpoint: it is one of
+        // the largest parts of an endpoint's memory.
+        assert!(std::mem::size_of::<EndpointState>() <= 104);
     }
 
     fn state() -> EndpointState {

@@ -167,9 +167,9 @@ impl Picked {
         let now_ns = state.stamp(now);
         let elapsed = self.started.map(|t| now.saturating_duration_since(t));
         match self.head_failed {
-            None => state.record_at(now_ns, elapsed, failed),
+            None => state.record_at(now_ns, elapsed, failed, self.member.endpoint().key()),
             Some(head_failed) => {
-                state.count_at(now_ns, failed);
+                state.count_at(now_ns, failed, self.member.endpoint().key());
                 if failed && !head_failed {
                     state.observe_latency_at(now_ns, None, true);
                 }
@@ -215,12 +215,12 @@ impl Picked {
             None => {
                 state.observe_latency_at(now_ns, Some(waited), timed_out);
                 if timed_out {
-                    state.count_at(now_ns, true);
+                    state.count_at(now_ns, true, self.member.endpoint().key());
                 }
             }
             // After the head (a `Picked` finished by hand, never completed):
             // the head's verdict stands.
-            Some(head_failed) => state.count_at(now_ns, head_failed),
+            Some(head_failed) => state.count_at(now_ns, head_failed, self.member.endpoint().key()),
         }
     }
 }
