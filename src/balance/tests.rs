@@ -19,16 +19,7 @@ fn members(weights: &[u32]) -> Members {
                 .unwrap()
                 .with_weight(w)
                 .unwrap();
-            Member::new(
-                endpoint,
-                Arc::new(EndpointState::new(
-                    LoadTracking::default(),
-                    None,
-                    None,
-                    Arc::default(),
-                    None,
-                )),
-            )
+            Member::new(endpoint, EndpointState::detached())
         })
         .collect()
 }
@@ -625,14 +616,9 @@ fn maglev_declines_a_weight_change() {
 /// with a fair share.
 #[test]
 fn maglev_follows_a_batch_with_an_endpoint_added_and_removed() {
-    use crate::pool::members::MemberList;
-
     let balancer = &hashers()[0];
     let pool = members(&[1; 14]);
-    let mut list = MemberList::default();
-    for m in pool.iter().take(10) {
-        list.push(m.clone());
-    }
+    let mut list = listed(pool.iter().take(10));
     let (all, _) = list.publish();
     let picker = balancer.picker(&all);
     list.push(pool[10].clone());
@@ -652,6 +638,15 @@ fn maglev_follows_a_batch_with_an_endpoint_added_and_removed() {
     }
     let gone = [pool[0].endpoint().key(), pool[10].endpoint().key()];
     assert!(placed.iter().all(|k| !gone.contains(&k.as_str())));
+}
+
+/// A member list of `members`, in order, as a pool's would be.
+fn listed<'a>(members: impl Iterator<Item = &'a Member>) -> crate::pool::members::MemberList {
+    let mut list = crate::pool::members::MemberList::default();
+    for m in members {
+        list.push(m.clone());
+    }
+    list
 }
 
 /// What the pool does with a change: the picker follows it, or the
@@ -680,15 +675,10 @@ fn key_shares(picker: &dyn Picker, members: &Members, keys: usize) -> Vec<f64> {
 /// address rotated) leaves the table fair, not every key on one endpoint.
 #[test]
 fn maglev_after_the_whole_set_is_replaced_in_one_batch_is_fair() {
-    use crate::pool::members::MemberList;
-
     let balancer = &hashers()[0];
     let pool = members(&[1; 6]);
     for old in [1, 3] {
-        let mut list = MemberList::default();
-        for m in pool.iter().take(old) {
-            list.push(m.clone());
-        }
+        let mut list = listed(pool.iter().take(old));
         let (all, _) = list.publish();
         let picker = balancer.picker(&all);
         for _ in 0..old {
@@ -733,14 +723,9 @@ fn maglev_after_a_heavy_endpoint_leaves_is_fair() {
 /// keep the rounding left-overs of the new ones' shares.
 #[test]
 fn maglev_after_a_large_growth_keeps_the_old_members_to_their_share() {
-    use crate::pool::members::MemberList;
-
     let balancer = &hashers()[0];
     let pool = members(&[1; 1_500]);
-    let mut list = MemberList::default();
-    for m in pool.iter().take(50) {
-        list.push(m.clone());
-    }
+    let mut list = listed(pool.iter().take(50));
     let (all, _) = list.publish();
     let picker = balancer.picker(&all);
     for m in pool.iter().skip(50) {

@@ -140,6 +140,19 @@ impl EndpointState {
         Self::with_settings(Arc::new(settings), passive, clock)
     }
 
+    /// A state with default tracking and no pool around it, for the unit
+    /// tests of the member set, the roster and the pickers.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Arc<Self> {
+        Arc::new(Self::new(
+            LoadTracking::default(),
+            None,
+            None,
+            Arc::default(),
+            None,
+        ))
+    }
+
     /// A fresh state under the pool's shared `settings`.
     pub(crate) fn with_settings(
         settings: Arc<StateSettings>,

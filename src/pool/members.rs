@@ -346,19 +346,12 @@ impl MemberList {
 mod tests {
     use super::*;
     use crate::Endpoint;
-    use crate::balance::LoadTracking;
     use crate::pool::load::EndpointState;
 
     fn member(i: usize) -> Member {
         Member::new(
             Endpoint::new(&format!("10.0.{}.{}:80", i / 250, i % 250)).unwrap(),
-            Arc::new(EndpointState::new(
-                LoadTracking::default(),
-                None,
-                None,
-                Arc::default(),
-                None,
-            )),
+            EndpointState::detached(),
         )
     }
 

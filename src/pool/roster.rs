@@ -238,17 +238,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::balance::LoadTracking;
     use crate::pool::load::EndpointState;
 
     fn state(_: &Endpoint) -> Arc<EndpointState> {
-        Arc::new(EndpointState::new(
-            LoadTracking::default(),
-            None,
-            None,
-            Arc::default(),
-            None,
-        ))
+        EndpointState::detached()
     }
 
     fn address(i: usize) -> String {
