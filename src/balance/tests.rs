@@ -521,16 +521,11 @@ fn peak_ewma_does_not_herd_onto_the_neighbour_of_slow_endpoints() {
 /// takes about 1/(n+1), and only keys that move to it move; shares stay fair.
 #[test]
 fn maglev_updated_in_place_is_minimally_disrupted_and_balanced() {
-    use crate::pool::members::MemberList;
-
     let n = 10;
     let keys = 20_000;
     let balancer = &hashers()[0];
     assert_eq!(balancer.name(), "maglev");
-    let mut list = MemberList::default();
-    for m in members(&vec![1; n + 1]).iter().take(n) {
-        list.push(m.clone());
-    }
+    let mut list = listed(members(&vec![1; n + 1]).iter().take(n));
     let (all, _) = list.publish();
     let picker = balancer.picker(&all);
     let before = placement_by(&*picker, &all, keys);
@@ -596,13 +591,8 @@ fn maglev_updated_in_place_is_minimally_disrupted_and_balanced() {
 /// pool rebuilds.
 #[test]
 fn maglev_declines_a_weight_change() {
-    use crate::pool::members::MemberList;
-
     let balancer = &hashers()[0];
-    let mut list = MemberList::default();
-    for m in members(&[1, 1, 1]).iter() {
-        list.push(m.clone());
-    }
+    let mut list = listed(members(&[1, 1, 1]).iter());
     let (all, _) = list.publish();
     let picker = balancer.picker(&all);
     let heavier = members(&[1, 3, 1])[1].clone();
@@ -702,13 +692,8 @@ fn maglev_after_the_whole_set_is_replaced_in_one_batch_is_fair() {
 /// fairly by those left, none piles onto the first member.
 #[test]
 fn maglev_after_a_heavy_endpoint_leaves_is_fair() {
-    use crate::pool::members::MemberList;
-
     let balancer = &hashers()[0];
-    let mut list = MemberList::default();
-    for m in members(&[1, 1, 100]).iter() {
-        list.push(m.clone());
-    }
+    let mut list = listed(members(&[1, 1, 100]).iter());
     let (all, _) = list.publish();
     let picker = balancer.picker(&all);
     list.swap_remove(2);
