@@ -17,7 +17,7 @@ use crate::classify::Classify;
 use crate::layer::body::{BodyGuard, TrackBody};
 use crate::layer::router::{Router, SchemePolicy};
 use crate::pool::Picked;
-use crate::request::OutgoingRequest;
+use crate::request::{BalancedResponse, OutgoingRequest};
 use crate::{BoxError, Error, Pool};
 
 type BoxFuture<R> = Pin<Box<dyn Future<Output = Result<R, Error>> + Send>>;
@@ -280,10 +280,15 @@ where
                 let verdict = classifier.classify_response(status, response.headers());
                 picked.record_head(verdict.outcome.is_failure());
                 measure.finish(&service, Ok(status.as_u16()), || picked.elapsed_secs());
-                let extensions = response.extensions_mut();
+                // Noted after tracking: a `reqwest::Response` is taken
+                // apart and rebuilt to wrap its body, and its extension map
+                // is then the one that holds the URL, with room for these.
+                let mut tracked =
+                    response.track(BodyGuard::new(picked, status, verdict, classifier));
+                let extensions = tracked.extensions_mut();
                 extensions.insert(endpoint);
                 extensions.insert(verdict);
-                Ok(response.track(BodyGuard::new(picked, status, verdict, classifier)))
+                Ok(tracked)
             }
             Err(error) => {
                 let error: BoxError = error.into();

@@ -384,7 +384,7 @@ impl EndpointState {
     /// [`stamp`](Self::stamp)).
     pub(crate) fn observe_latency_at(&self, now: u64, latency: Option<Duration>, failed: bool) {
         let keep = self.keep(now.saturating_sub(self.stamp.swap(now, Ordering::Relaxed)));
-        let sample = latency.map_or(0.0, |l| l.as_nanos() as f64);
+        let sample = latency.map_or(0.0, nanos_f64);
         if latency.is_some() {
             blend(&self.latency, sample, keep);
         }
@@ -411,7 +411,7 @@ impl EndpointState {
     pub(crate) fn observe_last_byte(&self, latency: Duration) {
         // A tenth of the round-trip decay per sample: a plain moving
         // average, with no clock reading of its own.
-        blend(&self.last_byte, latency.as_nanos() as f64, 0.9);
+        blend(&self.last_byte, nanos_f64(latency), 0.9);
     }
 
     /// The average time to the last byte of a response body, once one has
@@ -531,6 +531,15 @@ impl fmt::Debug for EndpointState {
             .field("rtt_estimate_ms", &(self.rtt_estimate_nanos() / 1e6))
             .finish()
     }
+}
+
+
+/// `d` in nanoseconds as an `f64`, by way of whole seconds and the rest:
+/// `as_nanos() as f64` converts a `u128`, a library call dearer than the
+/// arithmetic it feeds on every response.
+#[inline]
+fn nanos_f64(d: Duration) -> f64 {
+    d.as_secs() as f64 * 1e9 + f64::from(d.subsec_nanos())
 }
 
 #[cfg(test)]
