@@ -351,3 +351,42 @@ async fn the_layer_wraps_hyper_util_client() {
     assert_eq!(&body[..], br#"{"message":"Hello, Bob!"}"#);
     stop_all(instances).await;
 }
+
+/// The endpoint rides in the request to the layers beneath only when the
+/// builder asks for it (`endpoint_in_requests`); the response carries it
+/// either way. A layer between ours and hyper-util's client records what it
+/// sees.
+#[tokio::test]
+async fn the_endpoint_reaches_inner_layers_only_when_asked() {
+    let instances = start_instances(1).await;
+    for on in [false, true] {
+        let layer = LoadBalanceLayer::builder()
+            .service(
+                "greet",
+                Fixed::new(instances.iter().map(GreetServer::addr)).unwrap(),
+            )
+            .endpoint_in_requests(on)
+            .build()
+            .unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hyper = HyperClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let noted = seen.clone();
+        let client = ServiceBuilder::new()
+            .layer(layer)
+            .map_request(move |request: http::Request<Empty<Bytes>>| {
+                let endpoint = request.extensions().get::<Endpoint>().cloned();
+                noted.lock().unwrap().push(endpoint);
+                request
+            })
+            .service(hyper);
+        let request = http::Request::get(URL).body(Empty::<Bytes>::new()).unwrap();
+        let response = bounded("a hyper request", client.oneshot(request))
+            .await
+            .unwrap();
+        let answered = response.extensions().get::<Endpoint>().cloned();
+        assert_eq!(answered, Some(Endpoint::from_addr(instances[0].addr())));
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, vec![if on { answered } else { None }], "on: {on}");
+    }
+    stop_all(instances).await;
+}

@@ -208,7 +208,9 @@ impl<F> Balanced<F> {
             request.method(),
         );
         picked.set_active(active);
-        if let Some(extensions) = request.extensions_mut() {
+        if router.endpoint_in_requests
+            && let Some(extensions) = request.extensions_mut()
+        {
             extensions.insert(endpoint);
         }
         match now {

@@ -62,6 +62,8 @@ pub(crate) struct Router {
     pub(crate) classifier: Arc<dyn Classify>,
     /// The bound on a request that carries no attempt context.
     pub(crate) timeout: Option<Duration>,
+    /// Put the chosen endpoint in the request's extensions too.
+    pub(crate) endpoint_in_requests: bool,
 }
 
 impl Router {
@@ -77,6 +79,7 @@ impl Router {
             unknown_host,
             classifier,
             timeout,
+            endpoint_in_requests: false,
         }
     }
 

@@ -533,7 +533,6 @@ impl fmt::Debug for EndpointState {
     }
 }
 
-
 /// `d` in nanoseconds as an `f64`, by way of whole seconds and the rest:
 /// `as_nanos() as f64` converts a `u128`, a library call dearer than the
 /// arithmetic it feeds on every response.

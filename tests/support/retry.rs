@@ -198,6 +198,8 @@ impl Instances {
             .build();
         LoadBalanceLayer::builder()
             .pool(pool)
+            // `service(true)` reads it to note the endpoint itself.
+            .endpoint_in_requests(true)
             .build()
             .expect("a valid layer")
     }
