@@ -515,6 +515,25 @@ fn base64_standard(input: &[u8]) -> String {
 /// route), which made `Authority::host` about 1% of a hyper-util call.
 fn host_of(authority: &str) -> &str {
     let bytes = authority.as_bytes();
+    // Nearly every authority is `host` or `host:port`: one forward pass
+    // finds its end unless it holds userinfo or an IPv6 literal.
+    let mut colon = None;
+    let mut plain = true;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'@' | b'[' => {
+                plain = false;
+                break;
+            }
+            b':' if colon.is_none() => colon = Some(i),
+            _ => {}
+        }
+    }
+    if plain {
+        return authority
+            .get(..colon.unwrap_or(bytes.len()))
+            .unwrap_or(authority);
+    }
     // Userinfo ends at the last `@`.
     let start = bytes
         .iter()

@@ -55,6 +55,9 @@ pub(crate) struct Router {
     /// May an https request go to an http endpoint?
     pub(crate) scheme_policy: SchemePolicy,
     by_name: HashMap<Box<str>, usize>,
+    /// The names of `by_name` in pool order (lowercase), for the scan that
+    /// serves a handful of services.
+    names: Vec<Box<str>>,
     pools: Vec<Pool>,
     pub(crate) unknown_host: UnknownHost,
     /// Judges every balanced attempt, for the pools and for the retry
@@ -75,6 +78,7 @@ impl Router {
         Self {
             scheme_policy: SchemePolicy::default(),
             by_name: HashMap::new(),
+            names: Vec::new(),
             pools: Vec::new(),
             unknown_host,
             classifier,
@@ -92,6 +96,7 @@ impl Router {
                 pool.service()
             )));
         }
+        self.names.push(key.clone());
         self.by_name.insert(key, self.pools.len());
         self.pools.push(pool);
         Ok(())
@@ -109,12 +114,14 @@ impl Router {
     pub(crate) fn index_of(&self, host: &str) -> Option<usize> {
         // A client calls a handful of services: comparing the names beats
         // hashing the host (SipHash) on every request.
-        if self.by_name.len() <= 8 {
-            return self
-                .by_name
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case(host))
-                .map(|(_, index)| *index);
+        // Names are kept lowercase and hosts nearly always come so: an exact
+        // comparison first, the case-blind one only for a name of the
+        // host's length.
+        if self.names.len() <= 8 {
+            return self.names.iter().position(|name| {
+                name.len() == host.len()
+                    && (name.as_bytes() == host.as_bytes() || name.eq_ignore_ascii_case(host))
+            });
         }
         let index = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.by_name.get(host.to_ascii_lowercase().as_str())
