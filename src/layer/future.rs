@@ -277,7 +277,7 @@ where
         };
         let endpoint = picked.endpoint().clone();
         Poll::Ready(match result {
-            Ok(mut response) => {
+            Ok(response) => {
                 let status = response.status();
                 let verdict = classifier.classify_response(status, response.headers());
                 picked.record_head(verdict.outcome.is_failure());
