@@ -10,8 +10,11 @@
 //! process holds nothing but the client: instruction counts of the parent
 //! are the client's alone.
 //!
-//! Stacks: `reqwest/bare`, `reqwest/lb`, `reqwest/retry_lb`, `hyper/bare`,
-//! `hyper/lb`, `hyper/retry_lb`. Each call goes through
+//! Stacks: `reqwest/bare`, `reqwest/lb`, `reqwest/lb_untimed`,
+//! `reqwest/retry_lb`, `hyper/bare`, `hyper/lb`, `hyper/lb_untimed`,
+//! `hyper/retry_lb` (`lb_untimed`: the layer `without_timeout`, as for a
+//! caller that bounds every request itself, so that the difference is what
+//! the layer's own timer costs). Each call goes through
 //! `ready().await?.call(request)` on one service value (no clone per
 //! call), one call at a time, on a current-thread runtime.
 //!
@@ -65,12 +68,14 @@ const PATH: &str = "/api/greet?name=Alice";
 const LOGICAL: &str = "http://greet/api/greet?name=Alice";
 const REPLY: &str = "{\"greeting\":\"Hello, Alice!\"}";
 
-const STACKS: [&str; 6] = [
+const STACKS: [&str; 8] = [
     "reqwest/bare",
     "reqwest/lb",
+    "reqwest/lb_untimed",
     "reqwest/retry_lb",
     "hyper/bare",
     "hyper/lb",
+    "hyper/lb_untimed",
     "hyper/retry_lb",
 ];
 
@@ -168,6 +173,17 @@ fn lb(servers: &Servers) -> LoadBalanceLayer {
     LoadBalanceLayer::builder()
         .service("greet", Fixed::new(servers.urls()).unwrap())
         .balancer(RoundRobin::new())
+        .build()
+        .unwrap()
+}
+
+/// [`lb`] without the layer's own timeout (`without_timeout`), as for a
+/// caller that bounds every request itself: what the layer's timer costs.
+fn lb_untimed(servers: &Servers) -> LoadBalanceLayer {
+    LoadBalanceLayer::builder()
+        .service("greet", Fixed::new(servers.urls()).unwrap())
+        .balancer(RoundRobin::new())
+        .without_timeout()
         .build()
         .unwrap()
 }
@@ -322,6 +338,14 @@ macro_rules! with_stack {
                 let $call = reqwest_call;
                 $body
             }
+            "reqwest/lb_untimed" => {
+                let $service = ServiceBuilder::new()
+                    .layer(lb_untimed(servers))
+                    .service(reqwest_client());
+                let $target = logical_reqwest();
+                let $call = reqwest_call;
+                $body
+            }
             "reqwest/retry_lb" => {
                 let $service = ServiceBuilder::new()
                     .layer(RetryLayer::new())
@@ -340,6 +364,14 @@ macro_rules! with_stack {
             "hyper/lb" => {
                 let $service = ServiceBuilder::new()
                     .layer(lb(servers))
+                    .service(hyper_client::<Empty<Bytes>>());
+                let $target = logical_hyper();
+                let $call = http_call;
+                $body
+            }
+            "hyper/lb_untimed" => {
+                let $service = ServiceBuilder::new()
+                    .layer(lb_untimed(servers))
                     .service(hyper_client::<Empty<Bytes>>());
                 let $target = logical_hyper();
                 let $call = http_call;
