@@ -29,7 +29,9 @@
 //!
 //! Run with `cargo bench --bench churn`; `CHURN_BENCH_SIZES=10,1000` picks
 //! the sizes, `CHURN_PARTS=single,burst,sustained,storm` the parts (all by
-//! default).
+//! default), `CHURN_BALANCERS=all` (or a list of names) adds the weighted
+//! balancers, the hash ring and bounded-load Maglev to the five of the
+//! default run.
 //!
 //! What the member set's layout costs a pick, where wall time is too noisy
 //! to tell: `CHURN_PICK_COUNT=<balancer>:<n>:<picks>` fills a pool of `n`
@@ -41,7 +43,8 @@ use std::time::{Duration, Instant};
 
 use tower_lb::Pool;
 use tower_lb::balance::{
-    Balancer, ConsistentHash, HashKey, LeastRequest, PeakEwma, PickContext, Random, RoundRobin,
+    Balancer, BoundedLoad, ConsistentHash, HashKey, HashTable, LeastRequest, PeakEwma, PickContext,
+    Random, RoundRobin, WeightedLeastRequest, WeightedRandom, WeightedRoundRobin,
 };
 use tower_lb::discover::{Push, PushHandle};
 
@@ -57,7 +60,9 @@ fn endpoint(i: usize) -> String {
 /// Makes a fresh balancer of one kind.
 type Make = Box<dyn Fn() -> Box<dyn Balancer>>;
 
-fn balancers() -> Vec<(&'static str, Make)> {
+/// Every balancer the bench knows, by name: the five of the default run,
+/// then the weighted ones and the other hash tables.
+fn all_balancers() -> Vec<(&'static str, Make)> {
     vec![
         ("round_robin", Box::new(|| Box::new(RoundRobin::new()))),
         ("random", Box::new(|| Box::new(Random::new()))),
@@ -67,7 +72,50 @@ fn balancers() -> Vec<(&'static str, Make)> {
             "maglev",
             Box::new(|| Box::new(ConsistentHash::new(HashKey::Path))),
         ),
+        (
+            "weighted_rr",
+            Box::new(|| Box::new(WeightedRoundRobin::new())),
+        ),
+        (
+            "weighted_random",
+            Box::new(|| Box::new(WeightedRandom::new())),
+        ),
+        (
+            "weighted_lr",
+            Box::new(|| Box::new(WeightedLeastRequest::new())),
+        ),
+        (
+            "ring_hash",
+            Box::new(|| {
+                Box::new(ConsistentHash::new(HashKey::Path).table(HashTable::Ring {
+                    points_per_weight: 160,
+                }))
+            }),
+        ),
+        (
+            "maglev_bounded",
+            Box::new(|| {
+                Box::new(ConsistentHash::new(HashKey::Path).bounded_load(BoundedLoad::new(1.25)))
+            }),
+        ),
     ]
+}
+
+/// The balancers of this run: `CHURN_BALANCERS` (`all`, or names from
+/// [`all_balancers`], comma-separated), the first five by default. The
+/// memory column of the single-change table is the first one's.
+fn balancers() -> Vec<(&'static str, Make)> {
+    let all = all_balancers();
+    match std::env::var("CHURN_BALANCERS") {
+        Ok(list) if list == "all" => all,
+        Ok(list) => {
+            let names: Vec<&str> = list.split(',').map(str::trim).collect();
+            all.into_iter()
+                .filter(|(name, _)| names.contains(name))
+                .collect()
+        }
+        Err(_) => all.into_iter().take(5).collect(),
+    }
 }
 
 /// The pool's endpoint count, without copying its endpoints.
@@ -229,7 +277,7 @@ fn main() {
         let mut number =
             || -> usize { spec.next().and_then(|s| s.parse().ok()).expect("a number") };
         let (n, picks) = (number(), number());
-        let make = balancers()
+        let make = all_balancers()
             .into_iter()
             .find(|(b, _)| *b == name)
             .expect("a balancer name")

@@ -630,6 +630,66 @@ fn maglev_follows_a_batch_with_an_endpoint_added_and_removed() {
     assert!(placed.iter().all(|k| !gone.contains(&k.as_str())));
 }
 
+/// A hash ring followed through changes (`Picker::update`) is the ring a
+/// fresh build of the same members makes: every key lands alike, after a
+/// removal (the last member moving into the leaver's place), an addition,
+/// a weight change and a batch that adds and removes at once; and each of
+/// these is followed, not rebuilt.
+#[test]
+fn ring_updated_in_place_agrees_with_a_fresh_build() {
+    let balancer = &hashers()[1];
+    assert_eq!(balancer.name(), "ring_hash");
+    let pool = members(&[1; 16]);
+    let mut list = listed(pool.iter().take(10));
+    let (all, _) = list.publish();
+    let mut picker = balancer.picker(&all);
+    let steps: [&dyn Fn(&mut crate::pool::members::MemberList); 4] = [
+        &|list| {
+            list.swap_remove(3);
+        },
+        &|list| {
+            list.push(pool[10].clone());
+        },
+        &|list| list.replace(2, members(&[1, 1, 3])[2].clone()),
+        &|list| {
+            list.push(pool[11].clone());
+            list.swap_remove(0);
+            list.push(pool[12].clone());
+            list.swap_remove(4);
+        },
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        step(&mut list);
+        let (changed, changes) = list.publish();
+        picker = picker
+            .update(&changed, &changes.expect("logged"))
+            .unwrap_or_else(|| panic!("step {i}: the ring follows"));
+        assert_eq!(
+            placement_by(&*picker, &changed, 5_000),
+            placement(balancer, &changed, 5_000),
+            "step {i}: as a fresh build"
+        );
+    }
+}
+
+/// A ring over its point budget gives each endpoint a share that depends
+/// on the total weight: it is rebuilt, not edited.
+#[test]
+fn a_ring_scaled_to_its_budget_declines_to_follow() {
+    let balancer = ConsistentHash::new(HashKey::header(HeaderName::from_static("x-key"))).table(
+        HashTable::Ring {
+            points_per_weight: 1 << 20,
+        },
+    );
+    let pool = members(&[1; 6]);
+    let mut list = listed(pool.iter().take(5));
+    let (all, _) = list.publish();
+    let picker = balancer.picker(&all);
+    list.push(pool[5].clone());
+    let (more, changes) = list.publish();
+    assert!(picker.update(&more, &changes.unwrap()).is_none());
+}
+
 /// A member list of `members`, in order, as a pool's would be.
 fn listed<'a>(members: impl Iterator<Item = &'a Member>) -> crate::pool::members::MemberList {
     let mut list = crate::pool::members::MemberList::default();

@@ -6,6 +6,8 @@ mod maglev;
 mod ring;
 mod slots;
 
+use ring::Ring;
+
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -235,7 +237,10 @@ impl Balancer for ConsistentHash {
                 (Lookup::Maglev(table.slots), table.counts)
             }
             HashTable::Ring { points_per_weight } => (
-                Lookup::Ring(ring::build(members, points_per_weight)),
+                Lookup::Ring {
+                    ring: Ring::build(members, points_per_weight),
+                    members: members.clone(),
+                },
                 Box::default(),
             ),
         };
@@ -261,38 +266,58 @@ impl Balancer for ConsistentHash {
 
 enum Lookup {
     Maglev(slots::Slots),
-    Ring(Box<[(u64, u32)]>),
+    Ring {
+        ring: Ring,
+        /// The member list the ring was made for: an update finds the
+        /// points of a member that left by its key and weight here.
+        members: Members,
+    },
 }
 
 impl Lookup {
     fn len(&self) -> usize {
         match self {
             Lookup::Maglev(t) => t.len(),
-            Lookup::Ring(p) => p.len(),
+            Lookup::Ring { ring, .. } => ring.len(),
         }
     }
 
-    /// Where `hash` lands.
+    /// Where Maglev's `hash` lands: the high half of `hash · len`, uniform
+    /// over the table like `hash % len`, without a 64-bit division on
+    /// every pick.
     #[inline]
-    fn start(&self, hash: u64) -> usize {
+    fn maglev_slot(table: &slots::Slots, hash: u64) -> usize {
+        ((u128::from(hash) * table.len() as u128) >> 64) as usize
+    }
+
+    /// The member that owns `hash`. The table must not be empty.
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
         match self {
-            // The high half of `hash · len`: uniform over the table like
-            // `hash % len`, without a 64-bit division on every pick.
-            Lookup::Maglev(t) => ((u128::from(hash) * t.len() as u128) >> 64) as usize,
-            Lookup::Ring(p) => ring::position(p, hash),
+            Lookup::Maglev(t) => t[Self::maglev_slot(t, hash)] as usize,
+            Lookup::Ring { ring, .. } => ring.member_at(ring.position(hash)),
         }
     }
 
-    /// The member owning the `step`-th position after `start`.
-    #[inline]
-    fn member_at(&self, start: usize, step: usize) -> usize {
-        // Both are below `len`: one subtraction wraps, no division needed.
-        let i = start + step;
-        let i = if i >= self.len() { i - self.len() } else { i };
-        match self {
-            Lookup::Maglev(t) => t[i] as usize,
-            Lookup::Ring(p) => p[i].1 as usize,
-        }
+    /// The owners of every position from `hash`'s on, once round the
+    /// table: the same walk for the same key. The table must not be empty.
+    fn walk(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+        let (maglev, ring) = match self {
+            Lookup::Maglev(t) => {
+                let (start, len) = (Self::maglev_slot(t, hash), t.len());
+                let walk = (0..len).map(move |step| {
+                    // Both are below `len`: one subtraction wraps.
+                    let i = start + step;
+                    t[if i >= len { i - len } else { i }] as usize
+                });
+                (Some(walk), None)
+            }
+            Lookup::Ring { ring, .. } => (None, Some(ring.walk(ring.position(hash)))),
+        };
+        maglev
+            .into_iter()
+            .flatten()
+            .chain(ring.into_iter().flatten())
     }
 }
 
@@ -335,21 +360,32 @@ impl HashPicker {
 }
 
 impl Picker for HashPicker {
-    /// Maglev follows a change (see `maglev::update`); a ring is rebuilt.
+    /// Maglev follows a change (see `maglev::update`), and so does a ring
+    /// (see `Ring::update`).
     fn update(&self, members: &Members, changes: &[Change]) -> Option<Box<dyn Picker>> {
-        let Lookup::Maglev(slots) = &self.lookup else {
-            return None;
-        };
         let total_weight = members.iter().map(|m| u64::from(m.weight())).sum();
-        let table = maglev::update(slots, &self.maglev_counts, members, changes, total_weight)?;
+        let (lookup, maglev_counts) = match &self.lookup {
+            Lookup::Maglev(slots) => {
+                let table =
+                    maglev::update(slots, &self.maglev_counts, members, changes, total_weight)?;
+                (Lookup::Maglev(table.slots), table.counts)
+            }
+            Lookup::Ring { ring, members: old } => (
+                Lookup::Ring {
+                    ring: ring.update(old, members, changes)?,
+                    members: members.clone(),
+                },
+                Box::default(),
+            ),
+        };
         let fallback = self
             .fallback
             .update(members, changes)
             .unwrap_or_else(|| self.fallback_balancer.picker(members));
         Some(Box::new(HashPicker {
             key: self.key.clone(),
-            lookup: Lookup::Maglev(table.slots),
-            maglev_counts: table.counts,
+            lookup,
+            maglev_counts,
             bound: self.bound,
             total_weight,
             fallback,
@@ -366,8 +402,7 @@ impl Picker for HashPicker {
             self.tell_keyless(ctx);
             return self.fallback.pick(members, ctx);
         };
-        let start = self.lookup.start(hash);
-        let home = self.lookup.member_at(start, 0);
+        let home = self.lookup.home(hash);
         if self.bound.is_none() && !ctx.avoids_any() {
             return Some(home);
         }
@@ -383,8 +418,7 @@ impl Picker for HashPicker {
             })
         };
         let mut first_allowed = None;
-        for step in 0..self.lookup.len() {
-            let i = self.lookup.member_at(start, step);
+        for i in self.lookup.walk(hash) {
             if ctx.avoids(members[i].endpoint()) {
                 continue;
             }

@@ -1,45 +1,255 @@
 //! A hash ring (Karger et al., as in Ketama): each endpoint owns many points
 //! on a 64-bit circle; a key belongs to the first point at or after its hash.
+//!
+//! The ring's sorted `(point, member index)` pairs sit in shared chunks of
+//! a few hundred, so that a change of one endpoint edits the chunks its
+//! points fall in (and the table of chunks) instead of sorting every point
+//! again: at 10,000 endpoints of 160 points each, a rebuild sorts 1.6
+//! million points for every change, which a registry changing ten times a
+//! second turned into two thirds of a core.
 
-use crate::balance::Members;
+use std::sync::Arc;
+
 use crate::balance::hash::hasher::hash_seeded;
+use crate::balance::{Change, Member, Members};
 
 /// Above this many points in all, points per weight unit are scaled down,
 /// so a ring of 100,000 endpoints stays a few tens of megabytes.
 const MAX_POINTS: u64 = 1 << 22;
 
-/// Sorted `(point, member index)` pairs.
-pub(crate) fn build(members: &Members, points_per_weight: u32) -> Box<[(u64, u32)]> {
-    let total_weight: u64 = members.iter().map(|m| u64::from(m.weight())).sum();
-    if total_weight == 0 {
-        return Box::new([]);
-    }
-    let wanted = u64::from(points_per_weight.max(1)).saturating_mul(total_weight);
-    // Within the budget every unit of weight gets its points; over it, each
-    // endpoint gets its share of the budget (at least one point), so memory
-    // stays bounded whatever weights discovery reports.
-    let points_of = |weight: u64| -> u64 {
-        if wanted <= MAX_POINTS {
-            u64::from(points_per_weight.max(1)) * weight
-        } else {
-            ((u128::from(weight) * u128::from(MAX_POINTS)) / u128::from(total_weight)).max(1) as u64
-        }
-    };
-    let capacity = wanted.min(MAX_POINTS + members.len() as u64);
-    let mut points = Vec::with_capacity(capacity as usize);
-    for (i, member) in members.iter().enumerate() {
-        let key = member.endpoint().key().as_bytes();
-        for replica in 0..points_of(u64::from(member.weight())) {
-            points.push((hash_seeded(replica, key), i as u32));
-        }
-    }
-    points.sort_unstable();
-    points.into_boxed_slice()
+/// Points per chunk as built; a chunk that grows to twice this splits. An
+/// edit copies the chunks it touches (4 KiB each) and the chunk table
+/// (one pointer and one point per chunk).
+const CHUNK: usize = 256;
+
+type Point = (u64, u32);
+
+/// The ring: sorted points in chunks, and how it was sized.
+#[derive(Clone)]
+pub(crate) struct Ring {
+    /// Non-empty chunks in point order, each sorted.
+    chunks: Vec<Arc<Vec<Point>>>,
+    /// The first point of each chunk, for the search.
+    firsts: Vec<Point>,
+    len: usize,
+    points_per_weight: u32,
+    /// Built over [`MAX_POINTS`], every endpoint's share of points depends
+    /// on the total weight: such a ring is rebuilt, never edited.
+    scaled: bool,
 }
 
-/// The position of the first point at or after `hash`, wrapping.
-#[inline]
-pub(crate) fn position(points: &[(u64, u32)], hash: u64) -> usize {
-    let i = points.partition_point(|&(p, _)| p < hash);
-    if i == points.len() { 0 } else { i }
+/// Where a hash lands: a chunk and a place in it.
+#[derive(Clone, Copy)]
+pub(crate) struct Position {
+    chunk: usize,
+    offset: usize,
+}
+
+impl Ring {
+    /// The ring of `members`, `points_per_weight` points per unit of weight.
+    pub(crate) fn build(members: &Members, points_per_weight: u32) -> Self {
+        let points_per_weight = points_per_weight.max(1);
+        let total_weight: u64 = members.iter().map(|m| u64::from(m.weight())).sum();
+        let wanted = u64::from(points_per_weight).saturating_mul(total_weight);
+        let scaled = wanted > MAX_POINTS;
+        // Within the budget every unit of weight gets its points; over it,
+        // each endpoint gets its share of the budget (at least one point),
+        // so memory stays bounded whatever weights discovery reports.
+        let points_of = |weight: u64| -> u64 {
+            if scaled {
+                ((u128::from(weight) * u128::from(MAX_POINTS)) / u128::from(total_weight)).max(1)
+                    as u64
+            } else {
+                u64::from(points_per_weight) * weight
+            }
+        };
+        let capacity = wanted.min(MAX_POINTS + members.len() as u64);
+        let mut points = Vec::with_capacity(capacity as usize);
+        for (i, member) in members.iter().enumerate() {
+            let key = member.endpoint().key().as_bytes();
+            for replica in 0..points_of(u64::from(member.weight())) {
+                points.push((hash_seeded(replica, key), i as u32));
+            }
+        }
+        points.sort_unstable();
+        let len = points.len();
+        let chunks: Vec<Arc<Vec<Point>>> =
+            points.chunks(CHUNK).map(|c| Arc::new(c.to_vec())).collect();
+        let firsts = chunks.iter().map(|c| c[0]).collect();
+        Self {
+            chunks,
+            firsts,
+            len,
+            points_per_weight,
+            scaled,
+        }
+    }
+
+    /// How many points the ring holds.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The first point at or after `hash`, wrapping. The ring must not be
+    /// empty.
+    #[inline]
+    pub(crate) fn position(&self, hash: u64) -> Position {
+        // Chunks before `after` start below `hash`: the point is in the
+        // last of them, or is the first of the next chunk.
+        let after = self.firsts.partition_point(|&(p, _)| p < hash);
+        if let Some(chunk) = after.checked_sub(1) {
+            let offset = self.chunks[chunk].partition_point(|&(p, _)| p < hash);
+            if offset < self.chunks[chunk].len() {
+                return Position { chunk, offset };
+            }
+        }
+        Position {
+            chunk: if after < self.chunks.len() { after } else { 0 },
+            offset: 0,
+        }
+    }
+
+    /// The member owning the point at `at`.
+    #[inline]
+    pub(crate) fn member_at(&self, at: Position) -> usize {
+        self.chunks[at.chunk][at.offset].1 as usize
+    }
+
+    /// The members owning every point from `at` on, once round the ring.
+    pub(crate) fn walk(&self, at: Position) -> impl Iterator<Item = usize> + '_ {
+        let first = &self.chunks[at.chunk];
+        first[at.offset..]
+            .iter()
+            .chain(self.chunks[at.chunk + 1..].iter().flat_map(|c| c.iter()))
+            .chain(self.chunks[..at.chunk].iter().flat_map(|c| c.iter()))
+            .chain(first[..at.offset].iter())
+            .map(|&(_, member)| member as usize)
+    }
+
+    /// The ring after `changes` took the member list from `old` to `new`,
+    /// edited in place: the points of members that left go, those of
+    /// members that joined come, and a member that moved in the list (the
+    /// last one, into a leaver's place) has its points relabelled. `None`
+    /// when a rebuild is the better course or the only correct one: a ring
+    /// scaled to its point budget, a batch that adds more than a quarter of
+    /// the set, a change log that does not match the lists.
+    pub(crate) fn update(&self, old: &Members, new: &Members, changes: &[Change]) -> Option<Self> {
+        if self.scaled {
+            return None;
+        }
+        let total_weight: u64 = new.iter().map(|m| u64::from(m.weight())).sum();
+        if u64::from(self.points_per_weight).saturating_mul(total_weight) > MAX_POINTS {
+            return None;
+        }
+        // Who holds each index now: a member of `old` (by its old index)
+        // or one that joined in this batch. A replaced member counts as
+        // one that left and one that joined.
+        let mut origin: Vec<Option<usize>> = (0..old.len()).map(Some).collect();
+        let mut gone = Vec::new();
+        for change in changes {
+            match *change {
+                Change::Added { index } => {
+                    if index != origin.len() {
+                        return None;
+                    }
+                    origin.push(None);
+                }
+                Change::Removed { index, last } => {
+                    if last + 1 != origin.len() || index > last {
+                        return None;
+                    }
+                    gone.extend(origin.swap_remove(index));
+                }
+                Change::Replaced { index } => {
+                    let slot = origin.get_mut(index)?;
+                    gone.extend(slot.take());
+                }
+            }
+        }
+        if origin.len() != new.len() {
+            return None;
+        }
+        let joined = origin.iter().filter(|o| o.is_none()).count();
+        if joined > new.len() / 4 + 1 {
+            return None;
+        }
+        let mut ring = self.clone();
+        for &j in &gone {
+            for point in ring.points_of(old.get(j)?) {
+                ring.remove((point, j as u32))?;
+            }
+        }
+        for (i, from) in origin.iter().enumerate() {
+            match *from {
+                Some(j) if j == i => {}
+                Some(j) => {
+                    for point in ring.points_of(old.get(j)?) {
+                        ring.remove((point, j as u32))?;
+                        ring.insert((point, i as u32));
+                    }
+                }
+                None => {
+                    for point in ring.points_of(new.get(i)?) {
+                        ring.insert((point, i as u32));
+                    }
+                }
+            }
+        }
+        Some(ring)
+    }
+
+    /// The points `member` owns on an unscaled ring.
+    fn points_of(&self, member: &Member) -> Vec<u64> {
+        let key = member.endpoint().key().as_bytes();
+        let count = u64::from(self.points_per_weight) * u64::from(member.weight());
+        (0..count)
+            .map(|replica| hash_seeded(replica, key))
+            .collect()
+    }
+
+    /// The chunk where `point` belongs: the last starting at or below it.
+    fn chunk_for(&self, point: Point) -> usize {
+        self.firsts
+            .partition_point(|&f| f <= point)
+            .saturating_sub(1)
+    }
+
+    /// Removes `point`; `None` if it is not there.
+    fn remove(&mut self, point: Point) -> Option<()> {
+        let c = self.chunk_for(point);
+        let chunk = Arc::make_mut(self.chunks.get_mut(c)?);
+        let at = chunk.binary_search(&point).ok()?;
+        chunk.remove(at);
+        self.len -= 1;
+        match chunk.first() {
+            Some(&first) => self.firsts[c] = first,
+            None => {
+                self.chunks.remove(c);
+                self.firsts.remove(c);
+            }
+        }
+        Some(())
+    }
+
+    /// Inserts `point`, splitting a chunk that grows to twice its size.
+    fn insert(&mut self, point: Point) {
+        if self.chunks.is_empty() {
+            self.chunks.push(Arc::new(vec![point]));
+            self.firsts.push(point);
+            self.len = 1;
+            return;
+        }
+        let c = self.chunk_for(point);
+        let chunk = Arc::make_mut(&mut self.chunks[c]);
+        let at = chunk.binary_search(&point).unwrap_or_else(|at| at);
+        chunk.insert(at, point);
+        self.firsts[c] = chunk[0];
+        self.len += 1;
+        if chunk.len() >= 2 * CHUNK {
+            let upper = chunk.split_off(CHUNK);
+            let first = upper[0];
+            self.chunks.insert(c + 1, Arc::new(upper));
+            self.firsts.insert(c + 1, first);
+        }
+    }
 }
