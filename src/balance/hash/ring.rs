@@ -217,7 +217,7 @@ impl Ring {
     /// Removes `point`; `None` if it is not there.
     fn remove(&mut self, point: Point) -> Option<()> {
         let c = self.chunk_for(point);
-        let chunk = Arc::make_mut(self.chunks.get_mut(c)?);
+        let chunk = chunk_mut(&mut self.chunks, c)?;
         let at = chunk.binary_search(&point).ok()?;
         chunk.remove(at);
         self.len -= 1;
@@ -240,7 +240,9 @@ impl Ring {
             return;
         }
         let c = self.chunk_for(point);
-        let chunk = Arc::make_mut(&mut self.chunks[c]);
+        let Some(chunk) = chunk_mut(&mut self.chunks, c) else {
+            return;
+        };
         let at = chunk.binary_search(&point).unwrap_or_else(|at| at);
         chunk.insert(at, point);
         self.firsts[c] = chunk[0];
@@ -252,4 +254,17 @@ impl Ring {
             self.firsts.insert(c + 1, first);
         }
     }
+}
+
+/// Chunk `c` for editing: a chunk still shared with the ring this one
+/// was cloned from is copied first, with room to grow (a copy of
+/// exactly its length would be reallocated by the first insert).
+fn chunk_mut(chunks: &mut [Arc<Vec<Point>>], c: usize) -> Option<&mut Vec<Point>> {
+    let slot = chunks.get_mut(c)?;
+    if Arc::get_mut(slot).is_none() {
+        let mut copy = Vec::with_capacity(slot.len() + CHUNK / 4);
+        copy.extend_from_slice(slot);
+        *slot = Arc::new(copy);
+    }
+    Some(Arc::make_mut(slot))
 }
