@@ -54,7 +54,7 @@ impl Default for LoadTracking {
 /// keeps the endpoint keeps its in-flight count and history. All fields are
 /// atomics: requests update them without a lock.
 //
-// `repr(C)` keeps the declared order: the first 40 bytes hold everything a
+// `repr(C)` keeps the declared order: the first 32 bytes hold everything a
 // pick reads or writes, together, so a pick touches at most two lines of
 // each endpoint it looks at. Not aligned to cache lines: the alignment made
 // every state 256 bytes (its reference counts took a line of their own) and
@@ -73,11 +73,11 @@ pub struct EndpointState {
     rtt: AtomicU64,
     /// When the estimates were last updated, in ns since the clock's epoch.
     stamp: AtomicU64,
-    /// Shared by the pool's endpoints.
-    clock: Arc<PoolClock>,
-    /// The pool's settings, one copy for all its endpoints (a copy in each
-    /// cost 88 bytes an endpoint, and the pick's numbers in each 32): one
-    /// line that every pick reads, so always in cache.
+    /// The pool's settings and clock, one copy for all its endpoints (a
+    /// copy in each cost 88 bytes an endpoint, the pick's numbers in each
+    /// 32, and a clock pointer of its own 8, which took the member and its
+    /// state past an allocation size): one line that every pick reads, so
+    /// always in cache.
     settings: Arc<StateSettings>,
     // -- end of what a pick reads --
     /// Slow start: when the ramp began, in ns since the epoch plus one; 0 = none.
@@ -96,6 +96,8 @@ pub struct EndpointState {
 /// What every endpoint state of one pool shares.
 #[derive(Debug)]
 pub(crate) struct StateSettings {
+    /// The pool's clock.
+    clock: Arc<PoolClock>,
     tracking: LoadTracking,
     /// `tracking`'s durations as the numbers a pick computes with, converted
     /// once: a `u128` to `f64` conversion on every pick costs more than the
@@ -111,12 +113,14 @@ pub(crate) struct StateSettings {
 
 impl StateSettings {
     pub(crate) fn new(
+        clock: Arc<PoolClock>,
         tracking: LoadTracking,
         pool_in_flight: Option<Arc<AtomicUsize>>,
         cancel_timeout: Option<Duration>,
         abandoned_body_timeout: Option<Duration>,
     ) -> Self {
         Self {
+            clock,
             nanos: TrackingNanos::new(&tracking),
             tracking,
             pool_in_flight,
@@ -136,28 +140,21 @@ impl EndpointState {
         clock: Arc<PoolClock>,
         cancel_timeout: Option<Duration>,
     ) -> Self {
-        let settings = StateSettings::new(tracking, pool_in_flight, cancel_timeout, None);
-        Self::with_settings(Arc::new(settings), passive, clock)
+        let settings = StateSettings::new(clock, tracking, pool_in_flight, cancel_timeout, None);
+        Self::with_settings(Arc::new(settings), passive)
     }
 
     /// A state with default tracking and no pool around it, for the unit
     /// tests of the member set, the roster and the pickers.
     #[cfg(test)]
-    pub(crate) fn detached() -> Arc<Self> {
-        Arc::new(Self::new(
-            LoadTracking::default(),
-            None,
-            None,
-            Arc::default(),
-            None,
-        ))
+    pub(crate) fn detached() -> Self {
+        Self::new(LoadTracking::default(), None, None, Arc::default(), None)
     }
 
     /// A fresh state under the pool's shared `settings`.
     pub(crate) fn with_settings(
         settings: Arc<StateSettings>,
         passive: Option<PassiveMonitor>,
-        clock: Arc<PoolClock>,
     ) -> Self {
         Self {
             last_byte: AtomicU64::new(0),
@@ -167,7 +164,6 @@ impl EndpointState {
             latency: AtomicU64::new(0),
             rtt: AtomicU64::new(0),
             stamp: AtomicU64::new(0),
-            clock,
             settings,
             passive,
             ramp_from: AtomicU64::new(0),
@@ -246,7 +242,7 @@ impl EndpointState {
                 penalized: false,
             };
         }
-        let now = *now.get_or_insert_with(|| self.clock.recent_nanos());
+        let now = *now.get_or_insert_with(|| self.settings.clock.recent_nanos());
         self.sampled_estimate(raw, now)
     }
 
@@ -298,7 +294,7 @@ impl EndpointState {
     /// `advance` may still see the time before it).
     #[inline]
     pub fn recent_now(&self) -> Instant {
-        self.clock.recent()
+        self.settings.clock.recent()
     }
 
     /// The tracking settings this state was created with.
@@ -326,7 +322,12 @@ impl EndpointState {
     /// timed. What [`Picked::finish`](crate::Picked::finish) does.
     #[cfg(test)]
     pub(crate) fn record(&self, latency: Option<Duration>, failed: bool) {
-        self.record_at(self.clock.now_nanos(), latency, failed, "http://test:1");
+        self.record_at(
+            self.settings.clock.now_nanos(),
+            latency,
+            failed,
+            "http://test:1",
+        );
     }
 
     /// Records a finished request of the endpoint `key` at `now_ns` (from
@@ -350,8 +351,8 @@ impl EndpointState {
     /// clock reading serves a request's latency and its records.
     #[inline]
     pub(crate) fn stamp(&self, now: Instant) -> u64 {
-        let ns = self.clock.nanos_at(now);
-        self.clock.publish(ns);
+        let ns = self.settings.clock.nanos_at(now);
+        self.settings.clock.publish(ns);
         ns
     }
 
@@ -377,7 +378,7 @@ impl EndpointState {
     /// and a compare-and-swap loop on every response could not be afforded.
     /// `None`: a failure with no time to it, the penalty alone.
     pub(crate) fn observe_latency(&self, latency: Option<Duration>, failed: bool) {
-        self.observe_latency_at(self.clock.now_nanos(), latency, failed);
+        self.observe_latency_at(self.settings.clock.now_nanos(), latency, failed);
     }
 
     /// [`observe_latency`](Self::observe_latency) at `now` (ns, from
@@ -436,7 +437,7 @@ impl EndpointState {
 
     /// Starts a slow-start ramp now.
     pub(crate) fn begin_ramp(&self) {
-        let now = self.clock.nanos_at(Instant::now());
+        let now = self.settings.clock.nanos_at(Instant::now());
         self.ramp_from.store(now + 1, Ordering::Relaxed);
     }
 
@@ -467,7 +468,7 @@ impl EndpointState {
 
     #[inline]
     fn nanos_at(&self, now: Instant) -> u64 {
-        self.clock.nanos_at(now)
+        self.settings.clock.nanos_at(now)
     }
 }
 
@@ -539,16 +540,16 @@ mod tests {
 
     #[test]
     fn what_a_pick_reads_is_together_at_the_start() {
-        // With the reference counts before it, 56 bytes: one cache line
-        // when the allocation starts one, two at most.
-        assert_eq!(std::mem::offset_of!(EndpointState, ramp_from), 40);
+        // With the member's reference counts before it, 48 bytes: one
+        // cache line when the allocation starts one, two at most.
+        assert_eq!(std::mem::offset_of!(EndpointState, ramp_from), 32);
     }
 
     #[test]
     fn a_state_is_small() {
-        // With its reference counts, 128 bytes an endpoint: it is one of
-        // the largest parts of an endpoint's memory.
-        assert!(std::mem::size_of::<EndpointState>() <= 104);
+        // Inline in its member (see `pool::member`): with the member's
+        // reference counts and endpoint, 120 bytes, glibc's 128-byte class.
+        assert!(std::mem::size_of::<EndpointState>() <= 96);
     }
 
     fn state() -> EndpointState {
