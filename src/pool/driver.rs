@@ -24,8 +24,7 @@ use crate::balance::rng::{self, SeededRng};
 use crate::discover::{BoxDiscover, Discover, Update};
 use crate::error::chain_message;
 use crate::health::{
-    Changes, HealthBook, HealthCheck, HealthEvent, MonitorShared, OutlierDetection, PassiveMonitor,
-    Views,
+    Changes, HealthBook, HealthCheck, HealthEvent, MonitorShared, OutlierDetection, Views,
 };
 use crate::pool::load::{EndpointState, StateSettings};
 use crate::pool::roster::{Roster, Upserted};
@@ -575,8 +574,6 @@ struct StateFactory<'a> {
 /// What every endpoint state the driver makes shares: one copy per pool.
 pub(crate) struct StateMakers {
     settings: Arc<StateSettings>,
-    /// With outlier detection on.
-    monitor: Option<Arc<MonitorShared>>,
 }
 
 impl StateMakers {
@@ -592,22 +589,17 @@ impl StateMakers {
                 shared.total_in_flight.clone(),
                 shared.cancel_timeout,
                 shared.abandoned_body_timeout,
+                outlier
+                    .enabled
+                    .then(|| Arc::new(MonitorShared::new(*outlier, health.clone()))),
             )),
-            monitor: outlier
-                .enabled
-                .then(|| Arc::new(MonitorShared::new(*outlier, health.clone()))),
         }
     }
 }
 
 impl StateFactory<'_> {
     fn new_state(&self) -> EndpointState {
-        let passive = self
-            .makers
-            .monitor
-            .as_ref()
-            .map(|shared| PassiveMonitor::shared(shared.clone()));
-        let state = EndpointState::with_settings(self.makers.settings.clone(), passive);
+        let state = EndpointState::with_settings(self.makers.settings.clone());
         if self.ramp {
             state.begin_ramp();
         }

@@ -2,12 +2,12 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::health::outlier::PassiveMonitor;
+use crate::health::outlier::{MonitorShared, PassiveMonitor, RateWindow};
 use crate::pool::clock::PoolClock;
 
 /// What a balancer needs the pool to measure about every endpoint.
@@ -64,7 +64,14 @@ impl Default for LoadTracking {
 // within that bench's noise (benches/pick.rs, `pick_2_threads`).
 #[repr(C)]
 pub struct EndpointState {
-    in_flight: AtomicUsize,
+    /// 32 bits: more requests in flight at one endpoint than that is not a
+    /// load any process carries, and the other half of the word holds
+    /// `consecutive_failures`.
+    in_flight: AtomicU32,
+    /// Outlier detection's run of consecutive failures (unused when the
+    /// pool does not eject): here rather than in a monitor of its own, whose
+    /// padding took the member and its state past an allocation size.
+    consecutive_failures: AtomicU32,
     /// Peak-sensitive round-trip estimate for balancers, `f64` ns bits;
     /// failures count as at least the penalty. 0 = none yet. The sign bit
     /// says whether the latest sample was a failure: a slow endpoint and a
@@ -89,8 +96,8 @@ pub struct EndpointState {
     latency: AtomicU64,
     /// Average time to the last body byte for stats, likewise.
     last_byte: AtomicU64,
-    /// Outlier detection's counters, when the pool ejects.
-    passive: Option<PassiveMonitor>,
+    /// Outlier detection's failure-rate window, when the pool counts one.
+    rate_window: Option<Box<RateWindow>>,
 }
 
 /// What every endpoint state of one pool shares.
@@ -98,6 +105,8 @@ pub struct EndpointState {
 pub(crate) struct StateSettings {
     /// The pool's clock.
     clock: Arc<PoolClock>,
+    /// Outlier detection's settings, when the pool ejects.
+    monitor: Option<Arc<MonitorShared>>,
     tracking: LoadTracking,
     /// `tracking`'s durations as the numbers a pick computes with, converted
     /// once: a `u128` to `f64` conversion on every pick costs more than the
@@ -118,9 +127,11 @@ impl StateSettings {
         pool_in_flight: Option<Arc<AtomicUsize>>,
         cancel_timeout: Option<Duration>,
         abandoned_body_timeout: Option<Duration>,
+        monitor: Option<Arc<MonitorShared>>,
     ) -> Self {
         Self {
             clock,
+            monitor,
             nanos: TrackingNanos::new(&tracking),
             tracking,
             pool_in_flight,
@@ -136,12 +147,19 @@ impl EndpointState {
     pub(crate) fn new(
         tracking: LoadTracking,
         pool_in_flight: Option<Arc<AtomicUsize>>,
-        passive: Option<PassiveMonitor>,
+        monitor: Option<Arc<MonitorShared>>,
         clock: Arc<PoolClock>,
         cancel_timeout: Option<Duration>,
     ) -> Self {
-        let settings = StateSettings::new(clock, tracking, pool_in_flight, cancel_timeout, None);
-        Self::with_settings(Arc::new(settings), passive)
+        let settings = StateSettings::new(
+            clock,
+            tracking,
+            pool_in_flight,
+            cancel_timeout,
+            None,
+            monitor,
+        );
+        Self::with_settings(Arc::new(settings))
     }
 
     /// A state with default tracking and no pool around it, for the unit
@@ -152,20 +170,18 @@ impl EndpointState {
     }
 
     /// A fresh state under the pool's shared `settings`.
-    pub(crate) fn with_settings(
-        settings: Arc<StateSettings>,
-        passive: Option<PassiveMonitor>,
-    ) -> Self {
+    pub(crate) fn with_settings(settings: Arc<StateSettings>) -> Self {
         Self {
+            rate_window: settings.monitor.as_deref().and_then(RateWindow::for_pool),
+            consecutive_failures: AtomicU32::new(0),
             last_byte: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
+            in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency: AtomicU64::new(0),
             rtt: AtomicU64::new(0),
             stamp: AtomicU64::new(0),
             settings,
-            passive,
             ramp_from: AtomicU64::new(0),
         }
     }
@@ -173,7 +189,7 @@ impl EndpointState {
     /// Requests sent to this endpoint and not yet finished or dropped.
     #[inline]
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.load(Ordering::Relaxed) as usize
     }
 
     /// Requests finished (successfully or not), and requests cancelled
@@ -364,7 +380,7 @@ impl EndpointState {
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(passive) = &self.passive {
+        if let Some(passive) = self.passive() {
             passive.record(key, failed, now_ns);
         }
     }
@@ -435,6 +451,15 @@ impl EndpointState {
         self.settings.abandoned_body_timeout
     }
 
+    /// Outlier detection over this endpoint's counts, when the pool ejects.
+    fn passive(&self) -> Option<PassiveMonitor<'_>> {
+        Some(PassiveMonitor {
+            shared: self.settings.monitor.as_deref()?,
+            consecutive: &self.consecutive_failures,
+            window: self.rate_window.as_deref(),
+        })
+    }
+
     /// Starts a slow-start ramp now.
     pub(crate) fn begin_ramp(&self) {
         let now = self.settings.clock.nanos_at(Instant::now());
@@ -443,7 +468,7 @@ impl EndpointState {
 
     /// Forgets the failures outlier detection counted.
     pub(crate) fn reset_failures(&self) {
-        if let Some(passive) = &self.passive {
+        if let Some(passive) = self.passive() {
             passive.reset();
         }
     }
@@ -548,8 +573,8 @@ mod tests {
     #[test]
     fn a_state_is_small() {
         // Inline in its member (see `pool::member`): with the member's
-        // reference counts and endpoint, 120 bytes, glibc's 128-byte class.
-        assert!(std::mem::size_of::<EndpointState>() <= 96);
+        // reference counts and endpoint, 104 bytes, glibc's 112-byte class.
+        assert!(std::mem::size_of::<EndpointState>() <= 80);
     }
 
     fn state() -> EndpointState {
