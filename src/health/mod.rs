@@ -44,7 +44,7 @@ pub use check::HealthCheck;
 pub use outlier::OutlierDetection;
 
 pub(crate) use book::{Changes, HealthBook, Views, remaining};
-pub(crate) use outlier::{MonitorShared, PassiveMonitor};
+pub(crate) use outlier::MonitorShared;
 pub(crate) use prober::run as run_checks;
 
 /// What the request path and the prober tell a pool's driver.

@@ -1,6 +1,5 @@
 //! Passive outlier detection: every finished request is evidence.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -126,28 +125,41 @@ impl OutlierDetection {
     }
 }
 
-/// The request path's half of outlier detection, inside each endpoint's
-/// state: counts failures with atomics and, when a threshold is crossed,
+/// The request path's half of outlier detection, over one endpoint's
+/// counts: counts failures with atomics and, when a threshold is crossed,
 /// tells the pool's driver, which decides (the share cap needs the whole
 /// pool's view).
-#[derive(Debug)]
-pub(crate) struct PassiveMonitor {
+///
+/// A view, made when an outcome is counted: the counts live in the
+/// endpoint's state (the run of failures in the word its in-flight count
+/// leaves free), the settings in the pool's shared ones, so that a monitor
+/// costs an endpoint 4 bytes, or 12 with a failure-rate window (it was 24,
+/// which took an endpoint's member past an allocation size).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PassiveMonitor<'a> {
     /// One copy for all the pool's endpoints.
-    shared: Arc<MonitorShared>,
+    pub(crate) shared: &'a MonitorShared,
     // No key of its own: the caller, which holds the endpoint, names it
     // (a copy of the key cost 48 bytes an endpoint).
-    consecutive: AtomicU32,
+    pub(crate) consecutive: &'a AtomicU32,
     /// The failure-rate window, only when the pool counts one (off by
-    /// default): boxed, so that a monitor without one stays small.
-    window: Option<Box<RateWindow>>,
+    /// default): boxed, so that a state without one stays small.
+    pub(crate) window: Option<&'a RateWindow>,
 }
 
 /// One failure-rate window's counts.
 #[derive(Debug, Default)]
-struct RateWindow {
+pub(crate) struct RateWindow {
     start: AtomicU64,
     requests: AtomicU32,
     failures: AtomicU32,
+}
+
+impl RateWindow {
+    /// A window for an endpoint of a pool that counts failure rates.
+    pub(crate) fn for_pool(shared: &MonitorShared) -> Option<Box<Self>> {
+        shared.config.failure_rate.map(|_| Box::default())
+    }
 }
 
 /// What every monitor of one pool shares: the settings and where to report.
@@ -163,22 +175,7 @@ impl MonitorShared {
     }
 }
 
-impl PassiveMonitor {
-    #[cfg(test)]
-    pub(crate) fn new(config: OutlierDetection, events: UnboundedSender<HealthEvent>) -> Self {
-        Self::shared(Arc::new(MonitorShared::new(config, events)))
-    }
-
-    /// A monitor under the pool's shared settings.
-    pub(crate) fn shared(shared: Arc<MonitorShared>) -> Self {
-        let window = shared.config.failure_rate.map(|_| Box::default());
-        Self {
-            shared,
-            consecutive: AtomicU32::new(0),
-            window,
-        }
-    }
-
+impl PassiveMonitor<'_> {
     /// Records one outcome of the endpoint `key`; `now_ns` is the state's
     /// own clock.
     pub(crate) fn record(&self, key: &str, failed: bool, now_ns: u64) {
@@ -194,7 +191,7 @@ impl PassiveMonitor {
         } else {
             self.consecutive.store(0, Ordering::Relaxed);
         }
-        if let (Some(rate), Some(window)) = (self.shared.config.failure_rate, &self.window) {
+        if let (Some(rate), Some(window)) = (self.shared.config.failure_rate, self.window) {
             self.record_rate(key, window, &rate, failed, now_ns);
         }
     }
@@ -240,7 +237,7 @@ impl PassiveMonitor {
     /// Forgets past failures: the endpoint was just ejected or came back.
     pub(crate) fn reset(&self) {
         self.consecutive.store(0, Ordering::Relaxed);
-        if let Some(window) = &self.window {
+        if let Some(window) = self.window {
             window.requests.store(0, Ordering::Relaxed);
             window.failures.store(0, Ordering::Relaxed);
         }
@@ -263,7 +260,13 @@ mod tests {
     #[test]
     fn reports_again_while_failures_go_on() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let monitor = PassiveMonitor::new(OutlierDetection::new().consecutive_failures(3), tx);
+        let shared = MonitorShared::new(OutlierDetection::new().consecutive_failures(3), tx);
+        let consecutive = AtomicU32::new(0);
+        let monitor = PassiveMonitor {
+            shared: &shared,
+            consecutive: &consecutive,
+            window: None,
+        };
         for _ in 0..7 {
             monitor.record("http://h:1", true, 0);
         }

@@ -24,8 +24,7 @@ use crate::balance::rng::{self, SeededRng};
 use crate::discover::{BoxDiscover, Discover, Update};
 use crate::error::chain_message;
 use crate::health::{
-    Changes, HealthBook, HealthCheck, HealthEvent, MonitorShared, OutlierDetection, PassiveMonitor,
-    Views,
+    Changes, HealthBook, HealthCheck, HealthEvent, MonitorShared, OutlierDetection, Views,
 };
 use crate::pool::load::{EndpointState, StateSettings};
 use crate::pool::roster::{Roster, Upserted};
@@ -243,8 +242,7 @@ fn shared_members(pool: &Weak<Shared>, book: &mut HealthBook) -> Roster {
     };
     let snapshot = shared.snapshot.load();
     for member in snapshot.all.iter() {
-        let state = member.shared_state().clone();
-        if let Upserted::New = roster.upsert(member.endpoint().clone(), |_| state) {
+        if roster.adopt(member.clone()) {
             let eligible = book.add(member.endpoint().key());
             roster.set_eligible(member.endpoint().key(), eligible);
         }
@@ -349,17 +347,12 @@ impl Shared {
         // Slow start is for endpoints that join a running pool, not for the
         // first set, where every endpoint would ramp together.
         let ramp = self.slow_start.is_some() && self.status().updates > 0;
-        let factory = StateFactory {
-            shared: self,
-            makers,
-            ramp,
-        };
+        let factory = StateFactory { makers, ramp };
         let upsert = |roster: &mut Roster, book: &mut HealthBook, endpoint: Endpoint| {
-            let key_joined =
-                match roster.upsert(endpoint.clone(), |_| Arc::new(factory.new_state())) {
-                    Upserted::New => true,
-                    Upserted::Replaced | Upserted::Same => false,
-                };
+            let key_joined = match roster.upsert(endpoint.clone(), |_| factory.new_state()) {
+                Upserted::New => true,
+                Upserted::Replaced | Upserted::Same => false,
+            };
             if key_joined {
                 let eligible = book.add(endpoint.key());
                 roster.set_eligible(endpoint.key(), eligible);
@@ -574,7 +567,6 @@ impl Shared {
 
 /// Makes the live state of endpoints that join the pool.
 struct StateFactory<'a> {
-    shared: &'a Shared,
     makers: &'a StateMakers,
     ramp: bool,
 }
@@ -582,8 +574,6 @@ struct StateFactory<'a> {
 /// What every endpoint state the driver makes shares: one copy per pool.
 pub(crate) struct StateMakers {
     settings: Arc<StateSettings>,
-    /// With outlier detection on.
-    monitor: Option<Arc<MonitorShared>>,
 }
 
 impl StateMakers {
@@ -594,30 +584,22 @@ impl StateMakers {
     ) -> Self {
         Self {
             settings: Arc::new(StateSettings::new(
+                shared.clock.clone(),
                 shared.tracking,
                 shared.total_in_flight.clone(),
                 shared.cancel_timeout,
                 shared.abandoned_body_timeout,
+                outlier
+                    .enabled
+                    .then(|| Arc::new(MonitorShared::new(*outlier, health.clone()))),
             )),
-            monitor: outlier
-                .enabled
-                .then(|| Arc::new(MonitorShared::new(*outlier, health.clone()))),
         }
     }
 }
 
 impl StateFactory<'_> {
     fn new_state(&self) -> EndpointState {
-        let passive = self
-            .makers
-            .monitor
-            .as_ref()
-            .map(|shared| PassiveMonitor::shared(shared.clone()));
-        let state = EndpointState::with_settings(
-            self.makers.settings.clone(),
-            passive,
-            self.shared.clock.clone(),
-        );
+        let state = EndpointState::with_settings(self.makers.settings.clone());
         if self.ramp {
             state.begin_ramp();
         }

@@ -2,12 +2,12 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::health::outlier::PassiveMonitor;
+use crate::health::outlier::{MonitorShared, PassiveMonitor, RateWindow};
 use crate::pool::clock::PoolClock;
 
 /// What a balancer needs the pool to measure about every endpoint.
@@ -54,7 +54,7 @@ impl Default for LoadTracking {
 /// keeps the endpoint keeps its in-flight count and history. All fields are
 /// atomics: requests update them without a lock.
 //
-// `repr(C)` keeps the declared order: the first 40 bytes hold everything a
+// `repr(C)` keeps the declared order: the first 32 bytes hold everything a
 // pick reads or writes, together, so a pick touches at most two lines of
 // each endpoint it looks at. Not aligned to cache lines: the alignment made
 // every state 256 bytes (its reference counts took a line of their own) and
@@ -64,7 +64,14 @@ impl Default for LoadTracking {
 // within that bench's noise (benches/pick.rs, `pick_2_threads`).
 #[repr(C)]
 pub struct EndpointState {
-    in_flight: AtomicUsize,
+    /// 32 bits: more requests in flight at one endpoint than that is not a
+    /// load any process carries, and the other half of the word holds
+    /// `consecutive_failures`.
+    in_flight: AtomicU32,
+    /// Outlier detection's run of consecutive failures (unused when the
+    /// pool does not eject): here rather than in a monitor of its own, whose
+    /// padding took the member and its state past an allocation size.
+    consecutive_failures: AtomicU32,
     /// Peak-sensitive round-trip estimate for balancers, `f64` ns bits;
     /// failures count as at least the penalty. 0 = none yet. The sign bit
     /// says whether the latest sample was a failure: a slow endpoint and a
@@ -73,11 +80,11 @@ pub struct EndpointState {
     rtt: AtomicU64,
     /// When the estimates were last updated, in ns since the clock's epoch.
     stamp: AtomicU64,
-    /// Shared by the pool's endpoints.
-    clock: Arc<PoolClock>,
-    /// The pool's settings, one copy for all its endpoints (a copy in each
-    /// cost 88 bytes an endpoint, and the pick's numbers in each 32): one
-    /// line that every pick reads, so always in cache.
+    /// The pool's settings and clock, one copy for all its endpoints (a
+    /// copy in each cost 88 bytes an endpoint, the pick's numbers in each
+    /// 32, and a clock pointer of its own 8, which took the member and its
+    /// state past an allocation size): one line that every pick reads, so
+    /// always in cache.
     settings: Arc<StateSettings>,
     // -- end of what a pick reads --
     /// Slow start: when the ramp began, in ns since the epoch plus one; 0 = none.
@@ -89,13 +96,17 @@ pub struct EndpointState {
     latency: AtomicU64,
     /// Average time to the last body byte for stats, likewise.
     last_byte: AtomicU64,
-    /// Outlier detection's counters, when the pool ejects.
-    passive: Option<PassiveMonitor>,
+    /// Outlier detection's failure-rate window, when the pool counts one.
+    rate_window: Option<Box<RateWindow>>,
 }
 
 /// What every endpoint state of one pool shares.
 #[derive(Debug)]
 pub(crate) struct StateSettings {
+    /// The pool's clock.
+    clock: Arc<PoolClock>,
+    /// Outlier detection's settings, when the pool ejects.
+    monitor: Option<Arc<MonitorShared>>,
     tracking: LoadTracking,
     /// `tracking`'s durations as the numbers a pick computes with, converted
     /// once: a `u128` to `f64` conversion on every pick costs more than the
@@ -111,12 +122,16 @@ pub(crate) struct StateSettings {
 
 impl StateSettings {
     pub(crate) fn new(
+        clock: Arc<PoolClock>,
         tracking: LoadTracking,
         pool_in_flight: Option<Arc<AtomicUsize>>,
         cancel_timeout: Option<Duration>,
         abandoned_body_timeout: Option<Duration>,
+        monitor: Option<Arc<MonitorShared>>,
     ) -> Self {
         Self {
+            clock,
+            monitor,
             nanos: TrackingNanos::new(&tracking),
             tracking,
             pool_in_flight,
@@ -132,44 +147,41 @@ impl EndpointState {
     pub(crate) fn new(
         tracking: LoadTracking,
         pool_in_flight: Option<Arc<AtomicUsize>>,
-        passive: Option<PassiveMonitor>,
+        monitor: Option<Arc<MonitorShared>>,
         clock: Arc<PoolClock>,
         cancel_timeout: Option<Duration>,
     ) -> Self {
-        let settings = StateSettings::new(tracking, pool_in_flight, cancel_timeout, None);
-        Self::with_settings(Arc::new(settings), passive, clock)
+        let settings = StateSettings::new(
+            clock,
+            tracking,
+            pool_in_flight,
+            cancel_timeout,
+            None,
+            monitor,
+        );
+        Self::with_settings(Arc::new(settings))
     }
 
     /// A state with default tracking and no pool around it, for the unit
     /// tests of the member set, the roster and the pickers.
     #[cfg(test)]
-    pub(crate) fn detached() -> Arc<Self> {
-        Arc::new(Self::new(
-            LoadTracking::default(),
-            None,
-            None,
-            Arc::default(),
-            None,
-        ))
+    pub(crate) fn detached() -> Self {
+        Self::new(LoadTracking::default(), None, None, Arc::default(), None)
     }
 
     /// A fresh state under the pool's shared `settings`.
-    pub(crate) fn with_settings(
-        settings: Arc<StateSettings>,
-        passive: Option<PassiveMonitor>,
-        clock: Arc<PoolClock>,
-    ) -> Self {
+    pub(crate) fn with_settings(settings: Arc<StateSettings>) -> Self {
         Self {
+            rate_window: settings.monitor.as_deref().and_then(RateWindow::for_pool),
+            consecutive_failures: AtomicU32::new(0),
             last_byte: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
+            in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency: AtomicU64::new(0),
             rtt: AtomicU64::new(0),
             stamp: AtomicU64::new(0),
-            clock,
             settings,
-            passive,
             ramp_from: AtomicU64::new(0),
         }
     }
@@ -177,7 +189,7 @@ impl EndpointState {
     /// Requests sent to this endpoint and not yet finished or dropped.
     #[inline]
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.load(Ordering::Relaxed) as usize
     }
 
     /// Requests finished (successfully or not), and requests cancelled
@@ -246,7 +258,7 @@ impl EndpointState {
                 penalized: false,
             };
         }
-        let now = *now.get_or_insert_with(|| self.clock.recent_nanos());
+        let now = *now.get_or_insert_with(|| self.settings.clock.recent_nanos());
         self.sampled_estimate(raw, now)
     }
 
@@ -298,7 +310,7 @@ impl EndpointState {
     /// `advance` may still see the time before it).
     #[inline]
     pub fn recent_now(&self) -> Instant {
-        self.clock.recent()
+        self.settings.clock.recent()
     }
 
     /// The tracking settings this state was created with.
@@ -326,7 +338,12 @@ impl EndpointState {
     /// timed. What [`Picked::finish`](crate::Picked::finish) does.
     #[cfg(test)]
     pub(crate) fn record(&self, latency: Option<Duration>, failed: bool) {
-        self.record_at(self.clock.now_nanos(), latency, failed, "http://test:1");
+        self.record_at(
+            self.settings.clock.now_nanos(),
+            latency,
+            failed,
+            "http://test:1",
+        );
     }
 
     /// Records a finished request of the endpoint `key` at `now_ns` (from
@@ -350,8 +367,8 @@ impl EndpointState {
     /// clock reading serves a request's latency and its records.
     #[inline]
     pub(crate) fn stamp(&self, now: Instant) -> u64 {
-        let ns = self.clock.nanos_at(now);
-        self.clock.publish(ns);
+        let ns = self.settings.clock.nanos_at(now);
+        self.settings.clock.publish(ns);
         ns
     }
 
@@ -363,7 +380,7 @@ impl EndpointState {
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(passive) = &self.passive {
+        if let Some(passive) = self.passive() {
             passive.record(key, failed, now_ns);
         }
     }
@@ -377,7 +394,7 @@ impl EndpointState {
     /// and a compare-and-swap loop on every response could not be afforded.
     /// `None`: a failure with no time to it, the penalty alone.
     pub(crate) fn observe_latency(&self, latency: Option<Duration>, failed: bool) {
-        self.observe_latency_at(self.clock.now_nanos(), latency, failed);
+        self.observe_latency_at(self.settings.clock.now_nanos(), latency, failed);
     }
 
     /// [`observe_latency`](Self::observe_latency) at `now` (ns, from
@@ -434,15 +451,24 @@ impl EndpointState {
         self.settings.abandoned_body_timeout
     }
 
+    /// Outlier detection over this endpoint's counts, when the pool ejects.
+    fn passive(&self) -> Option<PassiveMonitor<'_>> {
+        Some(PassiveMonitor {
+            shared: self.settings.monitor.as_deref()?,
+            consecutive: &self.consecutive_failures,
+            window: self.rate_window.as_deref(),
+        })
+    }
+
     /// Starts a slow-start ramp now.
     pub(crate) fn begin_ramp(&self) {
-        let now = self.clock.nanos_at(Instant::now());
+        let now = self.settings.clock.nanos_at(Instant::now());
         self.ramp_from.store(now + 1, Ordering::Relaxed);
     }
 
     /// Forgets the failures outlier detection counted.
     pub(crate) fn reset_failures(&self) {
-        if let Some(passive) = &self.passive {
+        if let Some(passive) = self.passive() {
             passive.reset();
         }
     }
@@ -467,7 +493,7 @@ impl EndpointState {
 
     #[inline]
     fn nanos_at(&self, now: Instant) -> u64 {
-        self.clock.nanos_at(now)
+        self.settings.clock.nanos_at(now)
     }
 }
 
@@ -547,16 +573,16 @@ mod tests {
 
     #[test]
     fn what_a_pick_reads_is_together_at_the_start() {
-        // With the reference counts before it, 56 bytes: one cache line
-        // when the allocation starts one, two at most.
-        assert_eq!(std::mem::offset_of!(EndpointState, ramp_from), 40);
+        // With the member's reference counts before it, 48 bytes: one
+        // cache line when the allocation starts one, two at most.
+        assert_eq!(std::mem::offset_of!(EndpointState, ramp_from), 32);
     }
 
     #[test]
     fn a_state_is_small() {
-        // With its reference counts, 128 bytes an endpoint: it is one of
-        // the largest parts of an endpoint's memory.
-        assert!(std::mem::size_of::<EndpointState>() <= 104);
+        // Inline in its member (see `pool::member`): with the member's
+        // reference counts and endpoint, 104 bytes, glibc's 112-byte class.
+        assert!(std::mem::size_of::<EndpointState>() <= 80);
     }
 
     fn state() -> EndpointState {

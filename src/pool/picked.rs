@@ -70,6 +70,7 @@ pub struct Picked {
 }
 
 impl Picked {
+    #[inline]
     pub(crate) fn new(member: Member) -> Self {
         member.state().start();
         Self {

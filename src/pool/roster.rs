@@ -107,13 +107,13 @@ impl Roster {
     pub(crate) fn upsert(
         &mut self,
         endpoint: Endpoint,
-        state: impl FnOnce(&Endpoint) -> std::sync::Arc<crate::pool::load::EndpointState>,
+        state: impl FnOnce(&Endpoint) -> crate::pool::load::EndpointState,
     ) -> Upserted {
         if let Some(entry) = self.entries.get(endpoint.key()) {
             if *entry.member.endpoint() == endpoint {
                 return Upserted::Same;
             }
-            let member = Member::new(endpoint, entry.member.shared_state().clone());
+            let member = Member::succeeding(&entry.member, endpoint);
             let (all, eligible) = (entry.all.get(), entry.eligible.get());
             self.all.replace(all as usize, member.clone());
             if eligible != NOWHERE {
@@ -127,14 +127,27 @@ impl Roster {
             return Upserted::Replaced;
         }
         let state = state(&endpoint);
-        let member = Member::new(endpoint, state);
+        self.insert(Member::new(endpoint, state));
+        Upserted::New
+    }
+
+    /// Puts in `member`, state and all, not yet eligible, unless its key
+    /// is there already; true when it went in.
+    pub(crate) fn adopt(&mut self, member: Member) -> bool {
+        if self.entries.contains(member.endpoint().key()) {
+            return false;
+        }
+        self.insert(member);
+        true
+    }
+
+    fn insert(&mut self, member: Member) {
         let all = self.all.push(member.clone()) as u32;
         self.entries.insert(Entry {
             member,
             all: Cell::new(all),
             eligible: Cell::new(NOWHERE),
         });
-        Upserted::New
     }
 
     /// Takes `key` out; false when it was not in.
@@ -235,12 +248,10 @@ impl Roster {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::pool::load::EndpointState;
 
-    fn state(_: &Endpoint) -> Arc<EndpointState> {
+    fn state(_: &Endpoint) -> EndpointState {
         EndpointState::detached()
     }
 
@@ -275,12 +286,16 @@ mod tests {
         for i in (1..1_500).step_by(5) {
             roster.set_eligible(&key(i), i % 2 == 0);
         }
-        let same = state(&Endpoint::new(&address(2)).unwrap());
+        let kept: *const EndpointState = roster.get(&key(2)).unwrap().state();
         let heavier = Endpoint::new(&address(2)).unwrap().with_weight(5).unwrap();
         assert!(matches!(
-            roster.upsert(heavier.clone(), |_| same),
+            roster.upsert(heavier.clone(), state),
             Upserted::Replaced
         ));
+        assert!(
+            std::ptr::eq(roster.get(&key(2)).unwrap().state(), kept),
+            "the re-weighted member keeps its state"
+        );
         assert!(matches!(roster.upsert(heavier, state), Upserted::Same));
         roster.check();
         let published = roster.publish();
