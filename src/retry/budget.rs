@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -171,12 +171,21 @@ impl Hasher for Fnv {
 
 type ServiceMap = HashMap<Box<str>, Arc<ServiceState>, BuildHasherDefault<Fnv>>;
 
+/// Slots of the cache in front of the map (see [`Services::get`]).
+const RECENT: usize = 8;
+
 /// The services seen so far, read without a lock.
 pub(crate) struct Services {
     budget: RetryBudget,
     hedge: Option<Hedge>,
     map: ArcSwap<ServiceMap>,
     overflow: Arc<Track>,
+    /// A direct-mapped cache in front of the map, shared by every clone of
+    /// the layer's services (a client is cloned per call, so a cache per
+    /// clone would start empty every time): each slot is set once, by the
+    /// first service that maps to it, and then read with one atomic load,
+    /// where the map costs a guarded load, a hash and a probe.
+    recent: [OnceLock<Arc<ServiceState>>; RECENT],
 }
 
 impl Services {
@@ -187,6 +196,7 @@ impl Services {
             hedge,
             map: ArcSwap::from_pointee(ServiceMap::default()),
             overflow,
+            recent: Default::default(),
         }
     }
 
@@ -200,6 +210,21 @@ impl Services {
     /// The state of the service named by `host` (case-insensitive).
     #[inline]
     pub(crate) fn get(&self, host: &str) -> Arc<ServiceState> {
+        let slot = &self.recent[recent_slot(host)];
+        if let Some(state) = slot.get()
+            && (*state.name == *host || state.name.eq_ignore_ascii_case(host))
+        {
+            return state.clone();
+        }
+        let state = self.lookup(host);
+        // Taken by the first service to map here; a later one goes on
+        // through the map.
+        let _ = slot.set(state.clone());
+        state
+    }
+
+    #[cold]
+    fn lookup(&self, host: &str) -> Arc<ServiceState> {
         if host.bytes().any(|b| b.is_ascii_uppercase()) {
             return self.get_lower(&host.to_ascii_lowercase());
         }
@@ -243,6 +268,13 @@ impl Services {
     }
 }
 
+/// The cache slot of `host`: from its length and last byte (case folded),
+/// which tell apart the few names a client calls at no cost of hashing.
+fn recent_slot(host: &str) -> usize {
+    let last = host.as_bytes().last().map_or(0, u8::to_ascii_lowercase);
+    (host.len() ^ usize::from(last)) % RECENT
+}
+
 impl fmt::Debug for Services {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Services")
@@ -274,6 +306,20 @@ mod tests {
         other.track.deposit();
         other.track.deposit();
         assert!(other.track.withdraw());
+    }
+
+    #[test]
+    fn services_sharing_a_cache_slot_keep_their_own_state() {
+        let services = Services::new(RetryBudget::unlimited(), None);
+        // Same length and last byte: the same slot.
+        let (a, b) = ("greet", "grxat");
+        assert_eq!(recent_slot(a), recent_slot(b));
+        let first = services.get(a);
+        let second = services.get(b);
+        assert_eq!((&*first.name, &*second.name), ("greet", "grxat"));
+        assert!(Arc::ptr_eq(&first, &services.get("GREET")));
+        assert!(Arc::ptr_eq(&second, &services.get("grxat")));
+        assert!(!Arc::ptr_eq(&first.track, &second.track));
     }
 
     #[test]

@@ -118,10 +118,7 @@ where
     }
     // No hedge: the first attempt is sent now, and the general loop is
     // built only if it is worth retrying.
-    match First::<S, Req, _, _, _>::start(call, prepared) {
-        Ok(first) => RetryFuture::traced(first, trace),
-        Err(error) => RetryFuture::traced(std::future::ready(Err(error)), trace),
-    }
+    RetryFuture::traced_boxed(First::<S, Req, _, _, _>::start(call, prepared), trace)
 }
 
 /// What the attempts are copied from, the request for the first when it

@@ -51,22 +51,16 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
-    /// Sends the first attempt of `call` (whose service `poll_ready`
-    /// readied) from what `prepare_now` made of its request.
+    /// The call's future, boxed, its first attempt sent from `call`
+    /// (whose service `poll_ready` readied) with what `prepare_now` made
+    /// of its request. The box is made first and the attempt sent into
+    /// it: the attempt's future (the balancer's and the client's, large)
+    /// is moved once, not through every function on its way.
     #[inline(always)]
-    pub(super) fn start(
-        mut call: Call<S>,
-        prepared: Prepared<Req::Sent, Req::Template>,
-    ) -> Result<Self, Error> {
+    pub(super) fn start(call: Call<S>, prepared: Prepared<Req::Sent, Req::Template>) -> Pin<Box<Self>> {
         let (template, first, replayable) = super::call::split(prepared);
-        let Some(request) = first.or_else(|| Req::replay(&template)) else {
-            return Err(call.uncopyable());
-        };
-        call.fresh = false;
-        let sent = call.send_now(request, Avoid::new(), false);
-        let attempt = sent.finish(call.service.name.clone(), call.config.buffer_responses);
-        Ok(Self {
-            attempt: Some(attempt),
+        let mut this = Box::pin(Self {
+            attempt: None,
             held: Some(Held {
                 call,
                 template,
@@ -74,7 +68,30 @@ where
             }),
             rest: None,
             request: PhantomData,
-        })
+        });
+        this.as_mut().send(first);
+        this
+    }
+
+    /// Sends the first attempt: `first` when the request could not be
+    /// copied (it is sent as it is), else a copy of the template.
+    #[inline(always)]
+    fn send(self: Pin<&mut Self>, first: Option<Req::Sent>) {
+        let mut this = self.project();
+        let Some(held) = this.held.as_mut() else {
+            return;
+        };
+        let Some(request) = first.or_else(|| Req::replay(&held.template)) else {
+            let error = held.call.uncopyable();
+            *this.held = None;
+            *this.rest = Some(Box::pin(std::future::ready(Err(error))));
+            return;
+        };
+        let call = &mut held.call;
+        call.fresh = false;
+        let sent = call.send_now(request, Avoid::new(), false);
+        let attempt = sent.finish(call.service.name.clone(), call.config.buffer_responses);
+        this.attempt.set(Some(attempt));
     }
 }
 
