@@ -116,16 +116,23 @@ where
         };
         let finished = ready!(attempt.poll(cx));
         this.attempt.set(None);
+        // Judged where it is: the call's state is moved out of the box only
+        // for the general loop.
+        let Some(held) = this.held.as_mut() else {
+            return Poll::Pending;
+        };
+        let Some(reason) = held.call.judge(&held.template, &finished) else {
+            let result = held.call.mark(finished.result);
+            *this.held = None;
+            return Poll::Ready(result);
+        };
         let Some(Held {
-            mut call,
+            call,
             template,
             replayable,
         }) = this.held.take()
         else {
             return Poll::Pending;
-        };
-        let Some(reason) = call.judge(&template, &finished) else {
-            return Poll::Ready(call.done(finished.result));
         };
         // Worth retrying: the general loop decides whether it may be, from
         // this verdict on.
