@@ -8,13 +8,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tower::retry::budget::{Budget, TpsBudget};
+use tokio::time::Instant;
 
 use super::hedge::{Hedge, LatencyWindow};
+use super::tokens::Tokens;
 
 /// How many retries (and hedges) a service may spend: a share of its
-/// recent requests plus a small floor, over a sliding window. Backed by
-/// tower's [`TpsBudget`].
+/// recent requests plus a small floor, over a sliding window, with the
+/// rules of Finagle's and tower's `TpsBudget`.
 ///
 /// Each logical service (request host) has its own budget, shared by
 /// every clone of the client, so an outage of one service spends only its
@@ -107,8 +108,8 @@ impl RetryBudget {
         Ok(())
     }
 
-    fn make(&self) -> Option<TpsBudget> {
-        (!self.unlimited).then(|| TpsBudget::new(self.ttl, self.min_per_sec, self.ratio))
+    fn make(&self) -> Option<Tokens> {
+        (!self.unlimited).then(|| Tokens::new(self.ttl, self.min_per_sec, self.ratio))
     }
 }
 
@@ -116,22 +117,24 @@ impl RetryBudget {
 /// latency when hedging by percentile.
 #[derive(Debug)]
 pub(crate) struct Track {
-    budget: Option<TpsBudget>,
+    budget: Option<Tokens>,
     pub(crate) latency: Option<LatencyWindow>,
 }
 
 impl Track {
-    /// Counts a call.
+    /// Counts a call made at `now`.
     #[inline]
-    pub(crate) fn deposit(&self) {
+    pub(crate) fn deposit(&self, now: Instant) {
         if let Some(budget) = &self.budget {
-            budget.deposit();
+            budget.deposit(now);
         }
     }
 
     /// Takes a token for a retry or a hedge; false when the budget is spent.
     pub(crate) fn withdraw(&self) -> bool {
-        self.budget.as_ref().is_none_or(TpsBudget::withdraw)
+        self.budget
+            .as_ref()
+            .is_none_or(|budget| budget.withdraw(Instant::now()))
     }
 }
 
@@ -297,14 +300,14 @@ mod tests {
         assert_eq!(&*a.name, "greet");
         // No floor: two calls pay for one retry.
         assert!(!a.track.withdraw());
-        a.track.deposit();
-        a.track.deposit();
+        a.track.deposit(Instant::now());
+        a.track.deposit(Instant::now());
         assert!(b.track.withdraw());
         assert!(!b.track.withdraw());
         // Another service has its own.
         let other = services.get("users");
-        other.track.deposit();
-        other.track.deposit();
+        other.track.deposit(Instant::now());
+        other.track.deposit(Instant::now());
         assert!(other.track.withdraw());
     }
 

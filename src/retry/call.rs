@@ -56,10 +56,10 @@ where
             Ok(response)
         });
     };
-    service.track.deposit();
+    let now = Instant::now();
+    service.track.deposit(now);
     let span = spans::call_span(&request, &service.name);
     let (name, method) = (service.name.clone(), request.method().clone());
-    let now = Instant::now();
     let idempotent = mode == RetryMode::Idempotent || config.policy.is_idempotent(request.method());
     let hedge = config.hedge.filter(|_| idempotent);
     let once = mode == RetryMode::Off || (config.max_attempts <= 1 && hedge.is_none());

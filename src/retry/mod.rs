@@ -74,6 +74,7 @@ pub(crate) mod replayable;
 mod send;
 mod spans;
 mod steer;
+mod tokens;
 
 use std::fmt;
 use std::sync::Arc;
