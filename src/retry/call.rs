@@ -469,13 +469,19 @@ impl<S> Call<S> {
     }
 
     /// The response marked with the attempts, or the error as it is.
-    pub(super) fn done<R: BalancedResponse>(mut self, result: Result<R, Error>) -> Result<R, Error> {
+    pub(super) fn done<R: BalancedResponse>(
+        mut self,
+        result: Result<R, Error>,
+    ) -> Result<R, Error> {
         self.mark(result)
     }
 
     /// [`done`](Self::done) with the call left in place, its attempts
     /// taken.
-    pub(super) fn mark<R: BalancedResponse>(&mut self, result: Result<R, Error>) -> Result<R, Error> {
+    pub(super) fn mark<R: BalancedResponse>(
+        &mut self,
+        result: Result<R, Error>,
+    ) -> Result<R, Error> {
         let mut response = result?;
         response
             .extensions_mut()

@@ -57,18 +57,43 @@ where
     /// it: the attempt's future (the balancer's and the client's, large)
     /// is moved once, not through every function on its way.
     #[inline(always)]
-    pub(super) fn start(call: Call<S>, prepared: Prepared<Req::Sent, Req::Template>) -> Pin<Box<Self>> {
-        let (template, first, replayable) = super::call::split(prepared);
+    pub(super) fn start(
+        call: Call<S>,
+        prepared: Prepared<Req::Sent, Req::Template>,
+    ) -> Pin<Box<Self>> {
+        // Boxed empty, then filled where it lies: each of the call's parts
+        // is moved into the box once.
         let mut this = Box::pin(Self {
             attempt: None,
-            held: Some(Held {
-                call,
-                template,
-                replayable,
-            }),
+            held: None,
             rest: None,
             request: PhantomData,
         });
+        let first = {
+            let held = this.as_mut().project().held;
+            match prepared {
+                Prepared::Replayable(template) => {
+                    *held = Some(Held {
+                        call,
+                        template,
+                        replayable: Ok(()),
+                    });
+                    None
+                }
+                Prepared::Once {
+                    request,
+                    view,
+                    reason,
+                } => {
+                    *held = Some(Held {
+                        call,
+                        template: view,
+                        replayable: Err(reason),
+                    });
+                    Some(request)
+                }
+            }
+        };
         this.as_mut().send(first);
         this
     }
@@ -81,7 +106,11 @@ where
         let Some(held) = this.held.as_mut() else {
             return;
         };
-        let Some(request) = first.or_else(|| Req::replay(&held.template)) else {
+        let request = match first {
+            Some(request) => Some(request),
+            None => Req::replay(&held.template),
+        };
+        let Some(request) = request else {
             let error = held.call.uncopyable();
             *this.held = None;
             *this.rest = Some(Box::pin(std::future::ready(Err(error))));

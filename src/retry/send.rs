@@ -64,7 +64,11 @@ where
     if let Some(extensions) = request.extensions_mut() {
         extensions.insert(context.clone());
     }
-    let future = context.span().in_scope(|| svc.call(request));
+    // Entered rather than `in_scope`: a closure would move the request
+    // once more.
+    let entered = context.span().enter();
+    let future = svc.call(request);
+    drop(entered);
     InFlight {
         future,
         context,

@@ -186,7 +186,12 @@ mod tests {
     async fn it_answers_as_tower_s_budget_does() {
         use tower::retry::budget::{Budget, TpsBudget};
         // The last two grant every retry and none: a check of the edges.
-        let runs = [(10, 0, 0.2, true), (1, 3, 0.5, true), (5, 1, 2.0, false), (60, 0, 0.0, false)];
+        let runs = [
+            (10, 0, 0.2, true),
+            (1, 3, 0.5, true),
+            (5, 1, 2.0, false),
+            (60, 0, 0.0, false),
+        ];
         for (ttl, floor, ratio, mixed) in runs {
             let ttl = Duration::from_secs(ttl);
             let ours = Tokens::new(ttl, floor, ratio);
@@ -194,7 +199,9 @@ mod tests {
             let mut state: u64 = 0x2545_f491_4f6c_dd1d;
             let mut answers = [0u32; 2];
             for step in 0..5_000 {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
                 match (state >> 33) % 10 {
                     0..=5 => {
                         ours.deposit(Instant::now());
