@@ -22,22 +22,22 @@ use crate::{BoxError, Error};
 /// The general loop, once the first attempt is worth retrying.
 type Rest<R> = Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 'static>>;
 
-/// What the general loop needs if the first attempt is retried.
-struct Held<S, T> {
-    call: Call<S>,
-    template: T,
-    replayable: Result<(), NotReplayable>,
-}
-
 pin_project! {
     /// A call of no hedge whose request was prepared at once: its first
     /// attempt in flight, then, if that is retried, the general loop.
+    ///
+    /// The call and the template are fields of their own, each written
+    /// into the box once where it lies (one struct of both would be built
+    /// beside the box and copied in whole, then out again).
     pub(super) struct First<S, Req, F, R, T> {
         // The first attempt, until it ends; dropped then, so that an
         // attempt cut short by its deadline is abandoned before a retry.
         #[pin]
         attempt: Option<Finish<F, R>>,
-        held: Option<Held<S, T>>,
+        // What the general loop needs if the first attempt is retried.
+        call: Option<Call<S>>,
+        template: Option<T>,
+        replayable: Result<(), NotReplayable>,
         rest: Option<Rest<R>>,
         request: PhantomData<fn() -> Req>,
     }
@@ -61,37 +61,30 @@ where
         call: Call<S>,
         prepared: Prepared<Req::Sent, Req::Template>,
     ) -> Pin<Box<Self>> {
-        // Boxed empty, then filled where it lies: each of the call's parts
-        // is moved into the box once.
+        // Boxed empty, then filled where it lies.
         let mut this = Box::pin(Self {
             attempt: None,
-            held: None,
+            call: None,
+            template: None,
+            replayable: Ok(()),
             rest: None,
             request: PhantomData,
         });
-        let first = {
-            let held = this.as_mut().project().held;
-            match prepared {
-                Prepared::Replayable(template) => {
-                    *held = Some(Held {
-                        call,
-                        template,
-                        replayable: Ok(()),
-                    });
-                    None
-                }
-                Prepared::Once {
-                    request,
-                    view,
-                    reason,
-                } => {
-                    *held = Some(Held {
-                        call,
-                        template: view,
-                        replayable: Err(reason),
-                    });
-                    Some(request)
-                }
+        let fields = this.as_mut().project();
+        *fields.call = Some(call);
+        let first = match prepared {
+            Prepared::Replayable(template) => {
+                *fields.template = Some(template);
+                None
+            }
+            Prepared::Once {
+                request,
+                view,
+                reason,
+            } => {
+                *fields.template = Some(view);
+                *fields.replayable = Err(reason);
+                Some(request)
             }
         };
         this.as_mut().send(first);
@@ -103,20 +96,19 @@ where
     #[inline(always)]
     fn send(self: Pin<&mut Self>, first: Option<Req::Sent>) {
         let mut this = self.project();
-        let Some(held) = this.held.as_mut() else {
+        let (Some(call), Some(template)) = (this.call.as_mut(), this.template.as_ref()) else {
             return;
         };
         let request = match first {
             Some(request) => Some(request),
-            None => Req::replay(&held.template),
+            None => Req::replay(template),
         };
         let Some(request) = request else {
-            let error = held.call.uncopyable();
-            *this.held = None;
+            let error = call.uncopyable();
+            *this.call = None;
             *this.rest = Some(Box::pin(std::future::ready(Err(error))));
             return;
         };
-        let call = &mut held.call;
         call.fresh = false;
         let sent = call.send_now(request, Avoid::new(), false);
         let attempt = sent.finish(call.service.name.clone(), call.config.buffer_responses);
@@ -147,22 +139,19 @@ where
         this.attempt.set(None);
         // Judged where it is: the call's state is moved out of the box only
         // for the general loop.
-        let Some(held) = this.held.as_mut() else {
+        let (Some(call), Some(template)) = (this.call.as_mut(), this.template.as_ref()) else {
             return Poll::Pending;
         };
-        let Some(reason) = held.call.judge(&held.template, &finished) else {
-            let result = held.call.mark(finished.result);
-            *this.held = None;
+        let Some(reason) = call.judge(template, &finished) else {
+            let result = call.mark(finished.result);
+            *this.call = None;
+            *this.template = None;
             return Poll::Ready(result);
         };
-        let Some(Held {
-            call,
-            template,
-            replayable,
-        }) = this.held.take()
-        else {
+        let (Some(call), Some(template)) = (this.call.take(), this.template.take()) else {
             return Poll::Pending;
         };
+        let replayable = *this.replayable;
         // Worth retrying: the general loop decides whether it may be, from
         // this verdict on.
         let mut rest: Rest<S::Response> = Box::pin(call.rounds::<Req>(
