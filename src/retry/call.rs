@@ -30,6 +30,9 @@ use crate::{BoxError, Endpoint, Error};
 
 /// Starts one call: the first attempt, and the retries and hedge the
 /// configuration, the policy and the budget allow.
+// Inlined into `Retry::call`, its only caller: the request is not copied
+// into a frame of its own.
+#[inline(always)]
 pub(crate) fn start<S, Req>(
     config: &Arc<Config>,
     mut svc: S,
