@@ -54,10 +54,19 @@ use crate::request::BalancedRequest;
 /// ```
 #[derive(Debug, Clone)]
 pub struct AttemptContext {
+    // One allocation per attempt, whatever it carries: the context is
+    // cloned into the request's extensions and kept by the layer above,
+    // and a clone is then one reference count.
+    inner: Arc<Inner>,
+}
+
+// Cloned only by a builder called on a shared context (`inner_mut`).
+#[derive(Debug, Clone)]
+struct Inner {
     number: u32,
     avoid: Avoid,
     deadline: Option<Instant>,
-    sent_to: Arc<OnceLock<Endpoint>>,
+    sent_to: OnceLock<Endpoint>,
     span: tracing::Span,
 }
 
@@ -65,76 +74,118 @@ impl AttemptContext {
     /// The context of attempt `number` (1 for the first) of a call,
     /// avoiding nothing, without a deadline.
     pub fn new(number: u32) -> Self {
+        Self::attempt(number, Avoid::new(), None, tracing::Span::none())
+    }
+
+    /// The context of attempt `number` with everything it carries, built
+    /// at once.
+    pub(crate) fn attempt(
+        number: u32,
+        avoid: Avoid,
+        deadline: Option<Instant>,
+        span: tracing::Span,
+    ) -> Self {
         Self {
-            number,
-            avoid: Avoid::new(),
-            deadline: None,
-            sent_to: Arc::default(),
-            span: tracing::Span::none(),
+            inner: Arc::new(Inner {
+                number,
+                avoid,
+                deadline,
+                sent_to: OnceLock::new(),
+                span,
+            }),
         }
+    }
+
+    /// The context's own fields, to set. The builders are meant for a
+    /// context not yet shared; on one that is, they set a copy (with the
+    /// endpoint recorded so far), which the clones made before do not see.
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::make_mut(&mut self.inner)
     }
 
     /// The attempt's `tracing` span: the balancer writes the endpoint it
     /// chose into its `server.address` and `server.port` fields (see
     /// [`retry`](crate::retry)'s spans).
     pub fn with_span(mut self, span: tracing::Span) -> Self {
-        self.span = span;
+        self.inner_mut().span = span;
         self
     }
 
     /// The attempt's span ([`Span::none`](tracing::Span::none) unless the
     /// layer above gave one).
     pub fn span(&self) -> &tracing::Span {
-        &self.span
+        &self.inner.span
     }
 
     /// Endpoints this attempt should not go to (those earlier attempts
     /// tried): the balancer picks elsewhere while anything else is
     /// eligible.
     pub fn with_avoid(mut self, avoid: Avoid) -> Self {
-        self.avoid = avoid;
+        self.inner_mut().avoid = avoid;
         self
     }
 
     /// When the attempt will be abandoned: dropped unfinished at or after
     /// it, the attempt counts as a timeout against its endpoint.
     pub fn with_deadline(mut self, deadline: Instant) -> Self {
-        self.deadline = Some(deadline);
+        self.inner_mut().deadline = Some(deadline);
         self
     }
 
     /// The attempt's number, 1 for the first.
     pub fn number(&self) -> u32 {
-        self.number
+        self.inner.number
     }
 
     /// The endpoints to avoid.
     pub fn avoid(&self) -> &Avoid {
-        &self.avoid
+        &self.inner.avoid
     }
 
     /// The attempt's deadline, if any.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.inner.deadline
     }
 
     /// Says which endpoint the attempt was sent to: the balancer calls it
     /// once it has picked (a balancer of your own should too). The first
     /// call wins.
     pub fn record_endpoint(&self, endpoint: &Endpoint) {
-        if self.sent_to.set(endpoint.clone()).is_ok() && !self.span.is_disabled() {
-            self.span.record("server.address", endpoint.host());
-            self.span.record("server.port", endpoint.port());
+        let inner = &*self.inner;
+        if inner.sent_to.set(endpoint.clone()).is_ok() && !inner.span.is_disabled() {
+            inner.span.record("server.address", endpoint.host());
+            inner.span.record("server.port", endpoint.port());
         }
     }
 
     /// The endpoint the balancer sent the attempt to, once it has.
     pub fn endpoint(&self) -> Option<&Endpoint> {
-        self.sent_to.get()
+        self.inner.sent_to.get()
     }
 
     /// The context carried by `request`, if any.
     pub fn of<R: BalancedRequest + ?Sized>(request: &R) -> Option<&AttemptContext> {
         request.extensions()?.get::<AttemptContext>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_share_the_endpoint_and_a_builder_on_a_shared_context_copies() {
+        let endpoint = Endpoint::new("10.0.0.8:8080").unwrap();
+        let context = AttemptContext::new(1);
+        let kept = context.clone();
+        context.record_endpoint(&endpoint);
+        assert_eq!(kept.endpoint(), Some(&endpoint));
+        let later = tokio::time::Instant::now();
+        let copy = kept.clone().with_deadline(later);
+        assert_eq!((copy.deadline(), kept.deadline()), (Some(later), None));
+        assert_eq!(copy.endpoint(), Some(&endpoint));
+        let other = Endpoint::new("10.0.0.9:8080").unwrap();
+        copy.record_endpoint(&other);
+        assert_eq!(copy.endpoint(), Some(&endpoint), "the first call wins");
     }
 }

@@ -4,17 +4,18 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tower::retry::budget::{Budget, TpsBudget};
+use tokio::time::Instant;
 
 use super::hedge::{Hedge, LatencyWindow};
+use super::tokens::Tokens;
 
 /// How many retries (and hedges) a service may spend: a share of its
-/// recent requests plus a small floor, over a sliding window. Backed by
-/// tower's [`TpsBudget`].
+/// recent requests plus a small floor, over a sliding window, with the
+/// rules of Finagle's and tower's `TpsBudget`.
 ///
 /// Each logical service (request host) has its own budget, shared by
 /// every clone of the client, so an outage of one service spends only its
@@ -107,8 +108,8 @@ impl RetryBudget {
         Ok(())
     }
 
-    fn make(&self) -> Option<TpsBudget> {
-        (!self.unlimited).then(|| TpsBudget::new(self.ttl, self.min_per_sec, self.ratio))
+    fn make(&self) -> Option<Tokens> {
+        (!self.unlimited).then(|| Tokens::new(self.ttl, self.min_per_sec, self.ratio))
     }
 }
 
@@ -116,22 +117,24 @@ impl RetryBudget {
 /// latency when hedging by percentile.
 #[derive(Debug)]
 pub(crate) struct Track {
-    budget: Option<TpsBudget>,
+    budget: Option<Tokens>,
     pub(crate) latency: Option<LatencyWindow>,
 }
 
 impl Track {
-    /// Counts a call.
+    /// Counts a call made at `now`.
     #[inline]
-    pub(crate) fn deposit(&self) {
+    pub(crate) fn deposit(&self, now: Instant) {
         if let Some(budget) = &self.budget {
-            budget.deposit();
+            budget.deposit(now);
         }
     }
 
     /// Takes a token for a retry or a hedge; false when the budget is spent.
     pub(crate) fn withdraw(&self) -> bool {
-        self.budget.as_ref().is_none_or(TpsBudget::withdraw)
+        self.budget
+            .as_ref()
+            .is_none_or(|budget| budget.withdraw(Instant::now()))
     }
 }
 
@@ -171,12 +174,21 @@ impl Hasher for Fnv {
 
 type ServiceMap = HashMap<Box<str>, Arc<ServiceState>, BuildHasherDefault<Fnv>>;
 
+/// Slots of the cache in front of the map (see [`Services::get`]).
+const RECENT: usize = 8;
+
 /// The services seen so far, read without a lock.
 pub(crate) struct Services {
     budget: RetryBudget,
     hedge: Option<Hedge>,
     map: ArcSwap<ServiceMap>,
     overflow: Arc<Track>,
+    /// A direct-mapped cache in front of the map, shared by every clone of
+    /// the layer's services (a client is cloned per call, so a cache per
+    /// clone would start empty every time): each slot is set once, by the
+    /// first service that maps to it, and then read with one atomic load,
+    /// where the map costs a guarded load, a hash and a probe.
+    recent: [OnceLock<Arc<ServiceState>>; RECENT],
 }
 
 impl Services {
@@ -187,6 +199,7 @@ impl Services {
             hedge,
             map: ArcSwap::from_pointee(ServiceMap::default()),
             overflow,
+            recent: Default::default(),
         }
     }
 
@@ -200,6 +213,21 @@ impl Services {
     /// The state of the service named by `host` (case-insensitive).
     #[inline]
     pub(crate) fn get(&self, host: &str) -> Arc<ServiceState> {
+        let slot = &self.recent[recent_slot(host)];
+        if let Some(state) = slot.get()
+            && (*state.name == *host || state.name.eq_ignore_ascii_case(host))
+        {
+            return state.clone();
+        }
+        let state = self.lookup(host);
+        // Taken by the first service to map here; a later one goes on
+        // through the map.
+        let _ = slot.set(state.clone());
+        state
+    }
+
+    #[cold]
+    fn lookup(&self, host: &str) -> Arc<ServiceState> {
         if host.bytes().any(|b| b.is_ascii_uppercase()) {
             return self.get_lower(&host.to_ascii_lowercase());
         }
@@ -243,6 +271,13 @@ impl Services {
     }
 }
 
+/// The cache slot of `host`: from its length and last byte (case folded),
+/// which tell apart the few names a client calls at no cost of hashing.
+fn recent_slot(host: &str) -> usize {
+    let last = host.as_bytes().last().map_or(0, u8::to_ascii_lowercase);
+    (host.len() ^ usize::from(last)) % RECENT
+}
+
 impl fmt::Debug for Services {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Services")
@@ -265,15 +300,29 @@ mod tests {
         assert_eq!(&*a.name, "greet");
         // No floor: two calls pay for one retry.
         assert!(!a.track.withdraw());
-        a.track.deposit();
-        a.track.deposit();
+        a.track.deposit(Instant::now());
+        a.track.deposit(Instant::now());
         assert!(b.track.withdraw());
         assert!(!b.track.withdraw());
         // Another service has its own.
         let other = services.get("users");
-        other.track.deposit();
-        other.track.deposit();
+        other.track.deposit(Instant::now());
+        other.track.deposit(Instant::now());
         assert!(other.track.withdraw());
+    }
+
+    #[test]
+    fn services_sharing_a_cache_slot_keep_their_own_state() {
+        let services = Services::new(RetryBudget::unlimited(), None);
+        // Same length and last byte: the same slot.
+        let (a, b) = ("greet", "grxat");
+        assert_eq!(recent_slot(a), recent_slot(b));
+        let first = services.get(a);
+        let second = services.get(b);
+        assert_eq!((&*first.name, &*second.name), ("greet", "grxat"));
+        assert!(Arc::ptr_eq(&first, &services.get("GREET")));
+        assert!(Arc::ptr_eq(&second, &services.get("grxat")));
+        assert!(!Arc::ptr_eq(&first.track, &second.track));
     }
 
     #[test]

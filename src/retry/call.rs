@@ -30,6 +30,9 @@ use crate::{BoxError, Endpoint, Error};
 
 /// Starts one call: the first attempt, and the retries and hedge the
 /// configuration, the policy and the budget allow.
+// Inlined into `Retry::call`, its only caller: the request is not copied
+// into a frame of its own.
+#[inline(always)]
 pub(crate) fn start<S, Req>(
     config: &Arc<Config>,
     mut svc: S,
@@ -56,10 +59,10 @@ where
             Ok(response)
         });
     };
-    service.track.deposit();
+    let now = Instant::now();
+    service.track.deposit(now);
     let span = spans::call_span(&request, &service.name);
     let (name, method) = (service.name.clone(), request.method().clone());
-    let now = Instant::now();
     let idempotent = mode == RetryMode::Idempotent || config.policy.is_idempotent(request.method());
     let hedge = config.hedge.filter(|_| idempotent);
     let once = mode == RetryMode::Off || (config.max_attempts <= 1 && hedge.is_none());
@@ -118,10 +121,7 @@ where
     }
     // No hedge: the first attempt is sent now, and the general loop is
     // built only if it is worth retrying.
-    match First::<S, Req, _, _, _>::start(call, prepared) {
-        Ok(first) => RetryFuture::traced(first, trace),
-        Err(error) => RetryFuture::traced(std::future::ready(Err(error)), trace),
-    }
+    RetryFuture::traced_boxed(First::<S, Req, _, _, _>::start(call, prepared), trace)
 }
 
 /// What the attempts are copied from, the request for the first when it
@@ -472,9 +472,23 @@ impl<S> Call<S> {
     }
 
     /// The response marked with the attempts, or the error as it is.
-    pub(super) fn done<R: BalancedResponse>(self, result: Result<R, Error>) -> Result<R, Error> {
+    pub(super) fn done<R: BalancedResponse>(
+        mut self,
+        result: Result<R, Error>,
+    ) -> Result<R, Error> {
+        self.mark(result)
+    }
+
+    /// [`done`](Self::done) with the call left in place, its attempts
+    /// taken.
+    pub(super) fn mark<R: BalancedResponse>(
+        &mut self,
+        result: Result<R, Error>,
+    ) -> Result<R, Error> {
         let mut response = result?;
-        response.extensions_mut().insert(self.attempts);
+        response
+            .extensions_mut()
+            .insert(std::mem::take(&mut self.attempts));
         Ok(response)
     }
 

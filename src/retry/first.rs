@@ -22,22 +22,22 @@ use crate::{BoxError, Error};
 /// The general loop, once the first attempt is worth retrying.
 type Rest<R> = Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 'static>>;
 
-/// What the general loop needs if the first attempt is retried.
-struct Held<S, T> {
-    call: Call<S>,
-    template: T,
-    replayable: Result<(), NotReplayable>,
-}
-
 pin_project! {
     /// A call of no hedge whose request was prepared at once: its first
     /// attempt in flight, then, if that is retried, the general loop.
+    ///
+    /// The call and the template are fields of their own, each written
+    /// into the box once where it lies (one struct of both would be built
+    /// beside the box and copied in whole, then out again).
     pub(super) struct First<S, Req, F, R, T> {
         // The first attempt, until it ends; dropped then, so that an
         // attempt cut short by its deadline is abandoned before a retry.
         #[pin]
         attempt: Option<Finish<F, R>>,
-        held: Option<Held<S, T>>,
+        // What the general loop needs if the first attempt is retried.
+        call: Option<Call<S>>,
+        template: Option<T>,
+        replayable: Result<(), NotReplayable>,
         rest: Option<Rest<R>>,
         request: PhantomData<fn() -> Req>,
     }
@@ -51,30 +51,68 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
-    /// Sends the first attempt of `call` (whose service `poll_ready`
-    /// readied) from what `prepare_now` made of its request.
+    /// The call's future, boxed, its first attempt sent from `call`
+    /// (whose service `poll_ready` readied) with what `prepare_now` made
+    /// of its request. The box is made first and the attempt sent into
+    /// it: the attempt's future (the balancer's and the client's, large)
+    /// is moved once, not through every function on its way.
     #[inline(always)]
     pub(super) fn start(
-        mut call: Call<S>,
+        call: Call<S>,
         prepared: Prepared<Req::Sent, Req::Template>,
-    ) -> Result<Self, Error> {
-        let (template, first, replayable) = super::call::split(prepared);
-        let Some(request) = first.or_else(|| Req::replay(&template)) else {
-            return Err(call.uncopyable());
+    ) -> Pin<Box<Self>> {
+        // Boxed empty, then filled where it lies.
+        let mut this = Box::pin(Self {
+            attempt: None,
+            call: None,
+            template: None,
+            replayable: Ok(()),
+            rest: None,
+            request: PhantomData,
+        });
+        let fields = this.as_mut().project();
+        *fields.call = Some(call);
+        let first = match prepared {
+            Prepared::Replayable(template) => {
+                *fields.template = Some(template);
+                None
+            }
+            Prepared::Once {
+                request,
+                view,
+                reason,
+            } => {
+                *fields.template = Some(view);
+                *fields.replayable = Err(reason);
+                Some(request)
+            }
+        };
+        this.as_mut().send(first);
+        this
+    }
+
+    /// Sends the first attempt: `first` when the request could not be
+    /// copied (it is sent as it is), else a copy of the template.
+    #[inline(always)]
+    fn send(self: Pin<&mut Self>, first: Option<Req::Sent>) {
+        let mut this = self.project();
+        let (Some(call), Some(template)) = (this.call.as_mut(), this.template.as_ref()) else {
+            return;
+        };
+        let request = match first {
+            Some(request) => Some(request),
+            None => Req::replay(template),
+        };
+        let Some(request) = request else {
+            let error = call.uncopyable();
+            *this.call = None;
+            *this.rest = Some(Box::pin(std::future::ready(Err(error))));
+            return;
         };
         call.fresh = false;
         let sent = call.send_now(request, Avoid::new(), false);
         let attempt = sent.finish(call.service.name.clone(), call.config.buffer_responses);
-        Ok(Self {
-            attempt: Some(attempt),
-            held: Some(Held {
-                call,
-                template,
-                replayable,
-            }),
-            rest: None,
-            request: PhantomData,
-        })
+        this.attempt.set(Some(attempt));
     }
 }
 
@@ -99,17 +137,21 @@ where
         };
         let finished = ready!(attempt.poll(cx));
         this.attempt.set(None);
-        let Some(Held {
-            mut call,
-            template,
-            replayable,
-        }) = this.held.take()
-        else {
+        // Judged where it is: the call's state is moved out of the box only
+        // for the general loop.
+        let (Some(call), Some(template)) = (this.call.as_mut(), this.template.as_ref()) else {
             return Poll::Pending;
         };
-        let Some(reason) = call.judge(&template, &finished) else {
-            return Poll::Ready(call.done(finished.result));
+        let Some(reason) = call.judge(template, &finished) else {
+            let result = call.mark(finished.result);
+            *this.call = None;
+            *this.template = None;
+            return Poll::Ready(result);
         };
+        let (Some(call), Some(template)) = (this.call.take(), this.template.take()) else {
+            return Poll::Pending;
+        };
+        let replayable = *this.replayable;
         // Worth retrying: the general loop decides whether it may be, from
         // this verdict on.
         let mut rest: Rest<S::Response> = Box::pin(call.rounds::<Req>(

@@ -50,6 +50,25 @@ impl<R> RetryFuture<R> {
         }
     }
 
+    /// A call already boxed (it was sent from inside its box), run in
+    /// `trace`'s span, which gets its outcome.
+    #[inline(always)]
+    pub(crate) fn traced_boxed(
+        inner: Pin<Box<dyn Future<Output = Result<R, Error>> + Send + 'static>>,
+        trace: CallTrace,
+    ) -> Self
+    where
+        R: BalancedResponse,
+    {
+        Self {
+            inner,
+            trace: Some(Traced {
+                trace,
+                finish: CallTrace::finish::<R>,
+            }),
+        }
+    }
+
     /// The size of the call's state, for the test that keeps it small.
     #[cfg(test)]
     pub(crate) fn state_size(&self) -> usize {

@@ -74,6 +74,7 @@ pub(crate) mod replayable;
 mod send;
 mod spans;
 mod steer;
+mod tokens;
 
 use std::fmt;
 use std::sync::Arc;
@@ -218,7 +219,6 @@ impl<S> Layer<S> for RetryLayer {
         Retry {
             inner,
             config: self.config.clone(),
-            last: None,
         }
     }
 }
@@ -431,9 +431,6 @@ impl RetryBuilder {
 pub struct Retry<S> {
     inner: S,
     config: Arc<Config>,
-    /// The service of the last call: a client mostly calls one or a few,
-    /// and a string compare is cheaper than the shared map's lookup.
-    last: Option<Arc<budget::ServiceState>>,
 }
 
 impl<S> Retry<S> {
@@ -485,14 +482,7 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let mode = RetryMode::of(&request);
-        let service = request.host().map(|host| match &self.last {
-            Some(last) if *last.name == *host => last.clone(),
-            _ => {
-                let state = self.config.services.get(host);
-                self.last = Some(state.clone());
-                state
-            }
-        });
+        let service = request.host().map(|host| self.config.services.get(host));
         call::start(&self.config, inner, request, mode, service)
     }
 }

@@ -5,7 +5,10 @@
 //! attempt: `http::Request<B>` bodies are buffered (up to a limit) into a
 //! [`ReplayBody`], `reqwest::Request`s use `try_clone`.
 
+use std::any::Any;
 use std::future::Future;
+
+use bytes::Bytes;
 
 use crate::BoxError;
 use crate::request::BalancedRequest;
@@ -116,15 +119,21 @@ where
         }
     }
 
-    fn prepare_now(self, _limit: usize) -> Result<Prepared<Self::Sent, Self::Template>, Self> {
-        // A body that has ended has nothing to buffer, nor trailers.
-        if !self.body().is_end_stream() {
-            return Err(self);
-        }
+    fn prepare_now(mut self, limit: usize) -> Result<Prepared<Self::Sent, Self::Template>, Self> {
+        // A body that has ended has nothing to buffer, nor trailers; one
+        // of the owned in-memory types is its bytes.
+        let data = if self.body().is_end_stream() {
+            Bytes::new()
+        } else {
+            match in_memory(self.body_mut(), limit) {
+                Some(data) => data,
+                None => return Err(self),
+            }
+        };
         let (parts, _) = self.into_parts();
         Ok(Prepared::Replayable(http::Request::from_parts(
             parts,
-            Buffered::default(),
+            Buffered::new(data),
         )))
     }
 
@@ -141,6 +150,16 @@ where
     fn once(self) -> Self::Sent {
         self.map(ReplayBody::streaming)
     }
+}
+
+/// The bytes of `body` when it is a `String` (the in-memory body type
+/// `http-body` itself implements) of at most `limit` bytes, taken out of
+/// it: what buffering it would make, without the boxed future that reading
+/// a body of any type is awaited in. `None` leaves it untouched.
+fn in_memory<B: 'static>(body: &mut B, limit: usize) -> Option<Bytes> {
+    let any: &mut dyn Any = body;
+    let text = any.downcast_mut::<String>()?;
+    (text.len() <= limit).then(|| Bytes::from(std::mem::take(text)))
 }
 
 /// The request's head with an empty body.
@@ -242,7 +261,6 @@ fn prepared(
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
     use http_body_util::{Empty, Full};
 
     use super::*;
@@ -259,6 +277,27 @@ mod tests {
         assert_eq!(template.uri(), "http://greet/a");
         assert_eq!(template.headers()["accept"], "text/plain");
         assert!(template.body().data().is_empty());
+    }
+
+    #[test]
+    fn a_string_body_is_prepared_at_once_within_the_limit() {
+        let request = http::Request::post("http://greet/a")
+            .header("accept", "text/plain")
+            .body(String::from("hello"))
+            .unwrap();
+        let Ok(Prepared::Replayable(template)) = request.prepare_now(5) else {
+            panic!("a string is in memory");
+        };
+        assert_eq!(template.body().data(), "hello");
+        assert_eq!(template.headers()["accept"], "text/plain");
+        // Past the limit: left for `prepare`, which sends it once.
+        let request = http::Request::post("http://greet/a")
+            .body(String::from("hello"))
+            .unwrap();
+        let Err(request) = request.prepare_now(4) else {
+            panic!("over the limit");
+        };
+        assert_eq!(request.body(), "hello");
     }
 
     #[test]

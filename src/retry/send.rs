@@ -24,9 +24,9 @@ use crate::{BoxError, Endpoint, Error};
 /// An attempt sent and not yet finished.
 pub(super) struct InFlight<F> {
     future: F,
+    // Its span is the attempt's.
     context: AttemptContext,
     sent: Instant,
-    span: tracing::Span,
 }
 
 /// One attempt, finished (or cut short by its deadline).
@@ -60,21 +60,19 @@ where
     R: BalancedRequest,
 {
     let span = super::spans::attempt_span(call_span, number);
-    let mut context = AttemptContext::new(number)
-        .with_avoid(avoid)
-        .with_span(span.clone());
-    if let Some(deadline) = deadline {
-        context = context.with_deadline(deadline);
-    }
+    let context = AttemptContext::attempt(number, avoid, deadline, span);
     if let Some(extensions) = request.extensions_mut() {
         extensions.insert(context.clone());
     }
-    let future = span.in_scope(|| svc.call(request));
+    // Entered rather than `in_scope`: a closure would move the request
+    // once more.
+    let entered = context.span().enter();
+    let future = svc.call(request);
+    drop(entered);
     InFlight {
         future,
         context,
         sent,
-        span,
     }
 }
 
@@ -102,7 +100,6 @@ impl<F> InFlight<F> {
             future,
             context,
             sent,
-            span,
         } = self;
         let timer = match context.deadline() {
             Some(deadline) => Deadline::Later { deadline },
@@ -114,7 +111,6 @@ impl<F> InFlight<F> {
             buffering: None,
             context,
             sent,
-            span,
             service,
             buffer,
             done: false,
@@ -147,9 +143,9 @@ pin_project! {
         timer: Deadline,
         // The response's body being read (`buffer`), once the head is in.
         buffering: Option<BufferFuture<R>>,
+        // Its span is the attempt's.
         context: AttemptContext,
         sent: Instant,
-        span: tracing::Span,
         // Owned, not borrowed from the call: the first attempt's future is
         // held beside the call's state (`first.rs`).
         service: Arc<str>,
@@ -174,7 +170,7 @@ where
         }
         // The attempt's work (the balancer's poll, the client's) runs in
         // its span.
-        let entered = this.span.enter();
+        let entered = this.context.span().enter();
         let answer = loop {
             if let Some(buffering) = this.buffering {
                 match buffering.as_mut().poll(cx) {
@@ -234,7 +230,7 @@ where
         };
         *this.done = true;
         *this.buffering = None;
-        super::spans::record_outcome(this.span, &result);
+        super::spans::record_outcome(this.context.span(), &result);
         let endpoint = this.context.endpoint().cloned().or_else(|| match &result {
             // A balancer that does not write the context may still say.
             Ok(response) => response.extensions().get::<Endpoint>().cloned(),
