@@ -110,6 +110,10 @@ fn balancers() -> Vec<(&'static str, Make)> {
         Ok(list) if list == "all" => all,
         Ok(list) => {
             let names: Vec<&str> = list.split(',').map(str::trim).collect();
+            let known: Vec<&str> = all.iter().map(|(name, _)| *name).collect();
+            if let Some(unknown) = names.iter().find(|n| !known.contains(n)) {
+                panic!("CHURN_BALANCERS: no balancer `{unknown}`; one of {known:?} or `all`");
+            }
             all.into_iter()
                 .filter(|(name, _)| names.contains(name))
                 .collect()

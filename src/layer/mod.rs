@@ -250,9 +250,9 @@ impl LoadBalanceBuilder {
     /// `http::Request`'s extensions, for a layer between this one and the
     /// client that wants more than the request's URI tells (the endpoint's
     /// zone, metadata or weight). Off by default: the request's first
-    /// extension allocates a map, about 2% of a plain hyper-util call, and
-    /// the URI already names the endpoint's address. Responses always
-    /// carry the endpoint.
+    /// extension allocates a map (about 1,100 instructions, 4% of a plain
+    /// hyper-util call), and the URI already names the endpoint's address.
+    /// Responses always carry the endpoint.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -185,7 +185,7 @@ pub(crate) fn update(
             Change::Removed { index, last } => {
                 // `last == 0`: the set is empty for a moment, no member is
                 // left to take the freed slots.
-                if last + 1 != counts.len() || index > last || last == 0 {
+                if last.checked_add(1) != Some(counts.len()) || index > last || last == 0 {
                     return None;
                 }
                 if !release(&mut edit, &mut counts, members, index, last, total_weight) {
