@@ -86,6 +86,10 @@ async fn a_canary_secret_is_printed_nowhere_at_trace() {
     let good = GreetServer::start("good").await.unwrap();
     let failing = GreetServer::start("failing").await.unwrap();
     failing.set_status(Some(503));
+    // Its checks pass: left to answer 503 there too, a loaded machine could
+    // see it marked unhealthy before any request reached it, and it would
+    // never be ejected.
+    failing.set_health_status(Some(200));
     let sick = GreetServer::start("sick").await.unwrap();
     sick.set_health_status(Some(500));
     let layer = LoadBalanceLayer::builder()
