@@ -363,20 +363,24 @@ impl Picker for HashPicker {
     /// Maglev follows a change (see `maglev::update`), and so does a ring
     /// (see `Ring::update`).
     fn update(&self, members: &Members, changes: &[Change]) -> Option<Box<dyn Picker>> {
-        let total_weight = members.iter().map(|m| u64::from(m.weight())).sum();
-        let (lookup, maglev_counts) = match &self.lookup {
+        let (lookup, maglev_counts, total_weight) = match &self.lookup {
             Lookup::Maglev(slots) => {
+                let total_weight = members.iter().map(|m| u64::from(m.weight())).sum();
                 let table =
                     maglev::update(slots, &self.maglev_counts, members, changes, total_weight)?;
-                (Lookup::Maglev(table.slots), table.counts)
+                (Lookup::Maglev(table.slots), table.counts, total_weight)
             }
-            Lookup::Ring { ring, members: old } => (
-                Lookup::Ring {
-                    ring: ring.update(old, members, changes)?,
+            Lookup::Ring { ring, members: old } => {
+                // The ring keeps its total: summing it here would read
+                // every member on every change.
+                let ring = ring.update(old, members, changes)?;
+                let total_weight = ring.total_weight();
+                let lookup = Lookup::Ring {
+                    ring,
                     members: members.clone(),
-                },
-                Box::default(),
-            ),
+                };
+                (lookup, Box::default(), total_weight)
+            }
         };
         let fallback = self
             .fallback

@@ -32,6 +32,9 @@ pub(crate) struct Ring {
     /// The first point of each chunk, for the search.
     firsts: Vec<Point>,
     len: usize,
+    /// The members' weights summed, kept through updates: summing them
+    /// again would read every member.
+    total_weight: u64,
     points_per_weight: u32,
     /// Built over [`MAX_POINTS`], every endpoint's share of points depends
     /// on the total weight: such a ring is rebuilt, never edited.
@@ -80,9 +83,15 @@ impl Ring {
             chunks,
             firsts,
             len,
+            total_weight,
             points_per_weight,
             scaled,
         }
+    }
+
+    /// The weights of the members it was made for, summed.
+    pub(crate) fn total_weight(&self) -> u64 {
+        self.total_weight
     }
 
     /// How many points the ring holds.
@@ -138,10 +147,6 @@ impl Ring {
         if self.scaled {
             return None;
         }
-        let total_weight: u64 = new.iter().map(|m| u64::from(m.weight())).sum();
-        if u64::from(self.points_per_weight).saturating_mul(total_weight) > MAX_POINTS {
-            return None;
-        }
         // Who holds each index now: a member of `old` (by its old index)
         // or one that joined in this batch. A replaced member counts as
         // one that left and one that joined.
@@ -181,7 +186,21 @@ impl Ring {
         if moved.saturating_add(gone.len()) > new.len() / 4 + 1 {
             return None;
         }
+        // The new total from the old, by the members that left and joined.
+        let mut total_weight = self.total_weight;
+        for &j in &gone {
+            total_weight = total_weight.saturating_sub(u64::from(old.get(j)?.weight()));
+        }
+        for (i, from) in origin.iter().enumerate() {
+            if from.is_none() {
+                total_weight = total_weight.saturating_add(u64::from(new.get(i)?.weight()));
+            }
+        }
+        if u64::from(self.points_per_weight).saturating_mul(total_weight) > MAX_POINTS {
+            return None;
+        }
         let mut ring = self.clone();
+        ring.total_weight = total_weight;
         for &j in &gone {
             for point in ring.points_of(old.get(j)?) {
                 ring.remove((point, j as u32))?;
@@ -359,6 +378,7 @@ mod tests {
                 let fresh = Ring::build(&now, POINTS_PER_WEIGHT);
                 assert_well_formed(&ring);
                 assert_eq!(flat(&ring), flat(&fresh));
+                assert_eq!(ring.total_weight(), fresh.total_weight());
                 if ring.len() > 0 {
                     for _ in 0..20 {
                         let hash = rng.random::<u64>();
