@@ -22,13 +22,26 @@ const MAX_POINTS: u64 = 1 << 22;
 /// (one pointer and one point per chunk).
 const CHUNK: usize = 256;
 
+/// A point and the slot of the member that owns it.
 type Point = (u64, u32);
+
+/// A slot no member holds.
+const FREE: u32 = u32::MAX;
 
 /// The ring: sorted points in chunks, and how it was sized.
 #[derive(Clone)]
 pub(crate) struct Ring {
     /// Non-empty chunks in point order, each sorted.
     chunks: Vec<Arc<Vec<Point>>>,
+    /// Each slot's member index ([`FREE`] for none). Points name a member
+    /// by a slot that stays its own while it is in the set, so that a
+    /// member moved in the list (the last one, into a leaver's place)
+    /// changes one entry here and none of its points.
+    index_of: Vec<u32>,
+    /// Each member's slot, by its index.
+    slot_of: Vec<u32>,
+    /// Slots given up, to be used again.
+    free: Vec<u32>,
     /// The first point of each chunk, for the search.
     firsts: Vec<Point>,
     len: usize,
@@ -79,8 +92,13 @@ impl Ring {
         let chunks: Vec<Arc<Vec<Point>>> =
             points.chunks(CHUNK).map(|c| Arc::new(c.to_vec())).collect();
         let firsts = chunks.iter().map(|c| c[0]).collect();
+        // A fresh ring's slots are the members' indices.
+        let slots: Vec<u32> = (0..members.len() as u32).collect();
         Self {
             chunks,
+            index_of: slots.clone(),
+            slot_of: slots,
+            free: Vec::new(),
             firsts,
             len,
             total_weight,
@@ -121,7 +139,7 @@ impl Ring {
     /// The member owning the point at `at`.
     #[inline]
     pub(crate) fn member_at(&self, at: Position) -> usize {
-        self.chunks[at.chunk][at.offset].1 as usize
+        self.index_of[self.chunks[at.chunk][at.offset].1 as usize] as usize
     }
 
     /// The members owning every point from `at` on, once round the ring.
@@ -132,94 +150,101 @@ impl Ring {
             .chain(self.chunks[at.chunk + 1..].iter().flat_map(|c| c.iter()))
             .chain(self.chunks[..at.chunk].iter().flat_map(|c| c.iter()))
             .chain(first[..at.offset].iter())
-            .map(|&(_, member)| member as usize)
+            .map(|&(_, slot)| self.index_of[slot as usize] as usize)
     }
 
     /// The ring after `changes` took the member list from `old` to `new`,
     /// edited in place: the points of members that left go, those of
-    /// members that joined come, and a member that moved in the list (the
-    /// last one, into a leaver's place) has its points relabelled. `None`
-    /// when a rebuild is the better course or the only correct one: a ring
-    /// scaled to its point budget, a batch that edits the points of more
-    /// than a quarter of the set (members that join, leave or move), a
-    /// change log that does not match the lists.
+    /// members that joined come; a member moved in the list keeps its slot
+    /// and its points. `None` when a rebuild is the better course or the
+    /// only correct one: a ring scaled to its point budget, a batch that
+    /// edits the points of more than a quarter of the set, a change log
+    /// that does not match the lists.
     pub(crate) fn update(&self, old: &Members, new: &Members, changes: &[Change]) -> Option<Self> {
-        if self.scaled {
+        if self.scaled || self.slot_of.len() != old.len() {
             return None;
         }
-        // Who holds each index now: a member of `old` (by its old index)
-        // or one that joined in this batch. A replaced member counts as
-        // one that left and one that joined.
-        let mut origin: Vec<Option<usize>> = (0..old.len()).map(Some).collect();
+        let mut ring = self.clone();
+        // Slots whose points must be put in at the end (members that joined
+        // or were replaced in this batch), and the old members whose points
+        // must go (by their index in `old`, through this ring's slots).
+        let mut fresh = vec![false; ring.index_of.len()];
         let mut gone = Vec::new();
         for change in changes {
             match *change {
                 Change::Added { index } => {
-                    if index != origin.len() {
+                    if index != ring.slot_of.len() {
                         return None;
                     }
-                    origin.push(None);
+                    let slot = match ring.free.pop() {
+                        Some(slot) => slot,
+                        None => {
+                            ring.index_of.push(FREE);
+                            fresh.push(false);
+                            u32::try_from(ring.index_of.len() - 1).ok()?
+                        }
+                    };
+                    ring.index_of[slot as usize] = u32::try_from(index).ok()?;
+                    ring.slot_of.push(slot);
+                    fresh[slot as usize] = true;
                 }
                 Change::Removed { index, last } => {
-                    if last.checked_add(1) != Some(origin.len()) || index > last {
+                    if last.checked_add(1) != Some(ring.slot_of.len()) || index > last {
                         return None;
                     }
-                    gone.extend(origin.swap_remove(index));
+                    let slot = ring.slot_of.swap_remove(index);
+                    if let Some(&moved) = ring.slot_of.get(index) {
+                        ring.index_of[moved as usize] = u32::try_from(index).ok()?;
+                    }
+                    ring.index_of[slot as usize] = FREE;
+                    ring.free.push(slot);
+                    if !std::mem::take(&mut fresh[slot as usize]) {
+                        gone.push((slot, *self.index_of.get(slot as usize)? as usize));
+                    }
                 }
                 Change::Replaced { index } => {
-                    let slot = origin.get_mut(index)?;
-                    gone.extend(slot.take());
+                    let slot = *ring.slot_of.get(index)?;
+                    if !std::mem::replace(&mut fresh[slot as usize], true) {
+                        gone.push((slot, *self.index_of.get(slot as usize)? as usize));
+                    }
                 }
             }
         }
-        if origin.len() != new.len() {
+        if ring.slot_of.len() != new.len() {
             return None;
         }
-        // Members whose points are edited: those that joined or moved, and
-        // those that left. Past a quarter of the set, sorting afresh is as
-        // cheap, and leaves no run of shrunken chunks behind.
-        let moved = origin
-            .iter()
-            .enumerate()
-            .filter(|&(i, from)| *from != Some(i))
-            .count();
-        if moved.saturating_add(gone.len()) > new.len() / 4 + 1 {
+        let joined: Vec<u32> = (0..fresh.len() as u32)
+            .filter(|&slot| fresh[slot as usize])
+            .collect();
+        // Past a quarter of the set, sorting afresh is as cheap, and leaves
+        // no run of shrunken chunks behind.
+        if joined.len().saturating_add(gone.len()) > new.len() / 4 + 1 {
             return None;
         }
         // The new total from the old, by the members that left and joined.
         let mut total_weight = self.total_weight;
-        for &j in &gone {
+        for &(_, j) in &gone {
             total_weight = total_weight.saturating_sub(u64::from(old.get(j)?.weight()));
         }
-        for (i, from) in origin.iter().enumerate() {
-            if from.is_none() {
-                total_weight = total_weight.saturating_add(u64::from(new.get(i)?.weight()));
-            }
+        for &slot in &joined {
+            let member = new.get(ring.index_of[slot as usize] as usize)?;
+            total_weight = total_weight.saturating_add(u64::from(member.weight()));
         }
         if u64::from(self.points_per_weight).saturating_mul(total_weight) > MAX_POINTS {
             return None;
         }
-        let mut ring = self.clone();
         ring.total_weight = total_weight;
-        for &j in &gone {
+        // Out before in: a slot given up and taken again in this batch
+        // loses its old member's points before it gets the new one's.
+        for &(slot, j) in &gone {
             for point in ring.points_of(old.get(j)?) {
-                ring.remove((point, j as u32))?;
+                ring.remove((point, slot))?;
             }
         }
-        for (i, from) in origin.iter().enumerate() {
-            match *from {
-                Some(j) if j == i => {}
-                Some(j) => {
-                    for point in ring.points_of(old.get(j)?) {
-                        ring.remove((point, j as u32))?;
-                        ring.insert((point, i as u32));
-                    }
-                }
-                None => {
-                    for point in ring.points_of(new.get(i)?) {
-                        ring.insert((point, i as u32));
-                    }
-                }
+        for &slot in &joined {
+            let member = new.get(ring.index_of[slot as usize] as usize)?;
+            for point in ring.points_of(member) {
+                ring.insert((point, slot));
             }
         }
         Some(ring)
@@ -316,8 +341,12 @@ mod tests {
         Member::new(endpoint, EndpointState::detached())
     }
 
+    /// The ring's points with the member index that owns each.
     fn flat(ring: &Ring) -> Vec<Point> {
-        ring.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+        ring.chunks
+            .iter()
+            .flat_map(|c| c.iter().map(|&(p, slot)| (p, ring.index_of[slot as usize])))
+            .collect()
     }
 
     /// Non-empty sorted chunks in order, `firsts` and `len` in step.
@@ -327,9 +356,20 @@ mod tests {
             assert!(!chunk.is_empty() && chunk.len() < 2 * CHUNK);
             assert_eq!(chunk[0], *first);
         }
-        let points = flat(ring);
+        let points: Vec<Point> = ring.chunks.iter().flat_map(|c| c.iter().copied()).collect();
         assert!(points.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
         assert_eq!(points.len(), ring.len());
+        // Slots and indices agree both ways; points name only held slots.
+        for (i, &slot) in ring.slot_of.iter().enumerate() {
+            assert_eq!(ring.index_of[slot as usize] as usize, i);
+        }
+        let held = ring.index_of.iter().filter(|&&i| i != FREE).count();
+        assert_eq!(held, ring.slot_of.len());
+        assert!(
+            points
+                .iter()
+                .all(|&(_, slot)| ring.index_of[slot as usize] != FREE)
+        );
     }
 
     /// Random histories of batches (joins, swap-removals, weight changes,
