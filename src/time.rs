@@ -1,5 +1,5 @@
-//! Instants from durations that come from input or configuration, without
-//! overflow: a `Duration::MAX` interval means "far in the future", not a
+//! Instants and nanosecond counts from durations that come from input or
+//! configuration, without overflow: a `Duration::MAX` interval means "far in the future", not a
 //! panic.
 
 use std::time::Duration;
@@ -17,6 +17,11 @@ pub(crate) fn after(wait: Duration) -> Instant {
     now.checked_add(wait.min(FAR_FUTURE))
         .or_else(|| now.checked_add(Duration::from_secs(3600)))
         .unwrap_or(now)
+}
+
+/// `d` in whole nanoseconds, saturated at `u64::MAX` (584 years).
+pub(crate) fn saturating_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

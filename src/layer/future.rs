@@ -159,7 +159,9 @@ impl<F> Balanced<F> {
         Req: OutgoingRequest,
     {
         let (classifier, timeout) = (&router.classifier, router.timeout);
-        let endpoint = picked.endpoint().clone();
+        // Borrowed, not counted: the pick is changed only once the
+        // endpoint has been read for everything below.
+        let endpoint = picked.endpoint();
         if router.scheme_policy == SchemePolicy::NoDowngrade
             && request.scheme() == Some("https")
             && *endpoint.scheme() == http::uri::Scheme::HTTP
@@ -167,52 +169,52 @@ impl<F> Balanced<F> {
             // Unrecorded, like a failed rewrite: the endpoint did nothing wrong.
             return Err(Error::InsecureEndpoint {
                 service: pool.service_arc().clone(),
-                endpoint,
+                endpoint: endpoint.clone(),
             });
         }
-        if let Err(reason) = request.route_to(&endpoint) {
+        if let Err(reason) = request.route_to(endpoint) {
             // The pick is dropped untimed, unrecorded: the endpoint did
             // nothing wrong.
             return Err(Error::Route {
                 service: pool.service_arc().clone(),
-                endpoint,
+                endpoint: endpoint.clone(),
                 reason,
             });
         }
         let mut timer = Timer::Off;
         let mut now = None;
-        match AttemptContext::of(&request) {
+        let deadline = match AttemptContext::of(&request) {
             Some(context) => {
-                context.record_endpoint(&endpoint);
-                if let Some(deadline) = context.deadline() {
-                    picked.set_deadline(deadline);
-                }
+                context.record_endpoint(endpoint);
+                context.deadline()
             }
             None => {
                 // One clock reading for the deadline and the timer's start.
                 let read = *now.insert(Instant::now());
-                if let Some(deadline) = timeout.and_then(|t| read.checked_add(t)) {
-                    picked.set_deadline(deadline);
-                    if let Some(timeout) = timeout {
-                        timer = Timer::On {
-                            sleep: tokio::time::sleep_until(deadline),
-                            timeout,
-                        };
-                    }
+                let deadline = timeout.and_then(|t| read.checked_add(t));
+                if let (Some(deadline), Some(timeout)) = (deadline, timeout) {
+                    timer = Timer::On {
+                        sleep: tokio::time::sleep_until(deadline),
+                        timeout,
+                    };
                 }
+                deadline
             }
-        }
+        };
         let (measure, active) = crate::metrics::AttemptMeasure::start(
             pool.service(),
-            pool.metrics_label(&endpoint),
+            pool.metrics_label(endpoint),
             request.method(),
         );
-        picked.set_active(active);
         if router.endpoint_in_requests
             && let Some(extensions) = request.extensions_mut()
         {
-            extensions.insert(endpoint);
+            extensions.insert(endpoint.clone());
         }
+        if let Some(deadline) = deadline {
+            picked.set_deadline(deadline);
+        }
+        picked.set_active(active);
         match now {
             Some(now) => picked.start_timer_at(now),
             None => picked.start_timer(),

@@ -71,7 +71,7 @@ impl Backoff {
             .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
             .min(self.cap);
         let half = exp / 2;
-        let nanos = half.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let nanos = crate::time::saturating_nanos(half);
         half + Duration::from_nanos(if nanos == 0 {
             0
         } else {

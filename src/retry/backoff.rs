@@ -71,7 +71,7 @@ impl Backoff {
 
     /// [`delay`](Self::delay), drawn from `seeded` when given.
     pub(crate) fn delay_from(&self, retry: u32, seeded: Option<&SeededRng>) -> Duration {
-        let ceiling = u64::try_from(self.ceiling(retry).as_nanos()).unwrap_or(u64::MAX);
+        let ceiling = crate::time::saturating_nanos(self.ceiling(retry));
         if ceiling == 0 {
             return Duration::ZERO;
         }

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::time::saturating_nanos;
+
 /// Slots the window is cut into.
 const SLOTS: usize = 10;
 
@@ -71,7 +73,7 @@ impl Tokens {
             reserve,
             slot,
             base,
-            next: AtomicU64::new(nanos(slot)),
+            next: AtomicU64::new(saturating_nanos(slot)),
             current: AtomicI64::new(0),
             slots: Default::default(),
             turn: Mutex::new(Turn {
@@ -84,7 +86,9 @@ impl Tokens {
     /// Counts a call made at `now`.
     #[inline]
     pub(crate) fn deposit(&self, now: Instant) {
-        if nanos(now.saturating_duration_since(self.base)) >= self.next.load(Ordering::Acquire) {
+        if saturating_nanos(now.saturating_duration_since(self.base))
+            >= self.next.load(Ordering::Acquire)
+        {
             self.expire(now);
         }
         self.current.fetch_add(self.deposit, Ordering::AcqRel);
@@ -137,13 +141,8 @@ impl Tokens {
         let until = now
             .saturating_duration_since(self.base)
             .saturating_add(self.slot);
-        self.next.store(nanos(until), Ordering::Release);
+        self.next.store(saturating_nanos(until), Ordering::Release);
     }
-}
-
-/// A duration in nanoseconds, saturated (584 years).
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl fmt::Debug for Tokens {
