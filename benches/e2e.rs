@@ -14,7 +14,12 @@
 //! `reqwest/retry_lb`, `hyper/bare`, `hyper/lb`, `hyper/lb_untimed`,
 //! `hyper/retry_lb` (`lb_untimed`: the layer `without_timeout`, as for a
 //! caller that bounds every request itself, so that the difference is what
-//! the layer's own timer costs). Each call goes through
+//! the layer's own timer costs), and `hyper_without_timers/bare`,
+//! `hyper_without_timers/lb`. The `hyper/*` client is configured as
+//! reqwest configures hyper-util (a connection timer and a pool timer,
+//! whose idle sweep keeps a timer pending); `hyper_without_timers/*` has
+//! no timer at all, so the layer's timer is the runtime's only one and
+//! also pays the timer driver's bookkeeping on every park. Each call goes through
 //! `ready().await?.call(request)` on one service value (no clone per
 //! call), one call at a time, on a current-thread runtime.
 //!
@@ -55,7 +60,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_lb::balance::RoundRobin;
@@ -68,7 +73,7 @@ const PATH: &str = "/api/greet?name=Alice";
 const LOGICAL: &str = "http://greet/api/greet?name=Alice";
 const REPLY: &str = "{\"greeting\":\"Hello, Alice!\"}";
 
-const STACKS: [&str; 8] = [
+const STACKS: [&str; 10] = [
     "reqwest/bare",
     "reqwest/lb",
     "reqwest/lb_untimed",
@@ -77,6 +82,8 @@ const STACKS: [&str; 8] = [
     "hyper/lb",
     "hyper/lb_untimed",
     "hyper/retry_lb",
+    "hyper_without_timers/bare",
+    "hyper_without_timers/lb",
 ];
 
 // ---------------------------------------------------------------- servers
@@ -192,7 +199,26 @@ fn reqwest_client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// hyper-util's client configured as reqwest configures it: a timer for
+/// its connections and one for its pool, whose idle-connection sweep keeps
+/// a timer pending while connections are idle (without one, idle
+/// connections are only dropped when next checked out).
 fn hyper_client<B>() -> HyperClient<HttpConnector, B>
+where
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    HyperClient::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .build_http()
+}
+
+/// hyper-util's client with no timer at all: the runtime's timer wheel is
+/// empty until a layer above arms a timer, so the first timer also costs
+/// the driver's bookkeeping on every park.
+fn hyper_client_without_timers<B>() -> HyperClient<HttpConnector, B>
 where
     B: Body + Send + 'static + Unpin,
     B::Data: Send,
@@ -382,6 +408,20 @@ macro_rules! with_stack {
                     .layer(RetryLayer::new())
                     .layer(lb(servers))
                     .service(hyper_client::<ReplayBody<Empty<Bytes>>>());
+                let $target = logical_hyper();
+                let $call = http_call;
+                $body
+            }
+            "hyper_without_timers/bare" => {
+                let $service = hyper_client_without_timers::<Empty<Bytes>>();
+                let $target = by_hand_hyper(servers);
+                let $call = http_call;
+                $body
+            }
+            "hyper_without_timers/lb" => {
+                let $service = ServiceBuilder::new()
+                    .layer(lb(servers))
+                    .service(hyper_client_without_timers::<Empty<Bytes>>());
                 let $target = logical_hyper();
                 let $call = http_call;
                 $body

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+mod alarm;
+mod group;
+
+pub(crate) use alarm::Alarm;
+
 /// About thirty years: later than any process lives, early enough that
 /// adding it to any `Instant` the clock gives never overflows.
 pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);

@@ -50,7 +50,7 @@ mod peak_ewma;
 mod random;
 pub(crate) mod rng;
 mod round_robin;
-mod stripe;
+pub(crate) mod stripe;
 mod weighted_least_request;
 mod weighted_random;
 mod weighted_round_robin;

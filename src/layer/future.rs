@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::attempt::AttemptContext;
@@ -18,6 +18,7 @@ use crate::layer::body::{BodyGuard, TrackBody};
 use crate::layer::router::{Router, SchemePolicy};
 use crate::pool::Picked;
 use crate::request::{BalancedResponse, OutgoingRequest};
+use crate::time::Alarm;
 use crate::{BoxError, Error, Pool};
 
 type BoxFuture<R> = Pin<Box<dyn Future<Output = Result<R, Error>> + Send>>;
@@ -116,18 +117,6 @@ struct Live {
 }
 
 pin_project! {
-    /// The balancer's own timer, for a request that came without an
-    /// [`AttemptContext`]: no layer above bounds it, so this one does.
-    /// Held in the future itself rather than boxed: one allocation less
-    /// per request.
-    #[project = TimerProj]
-    enum Timer {
-        Off,
-        On { #[pin] sleep: Sleep, timeout: Duration },
-    }
-}
-
-pin_project! {
     /// A request sent to a picked endpoint: counted in flight until its
     /// response body ends (or it fails, or is dropped), its latency and
     /// outcome recorded once.
@@ -135,8 +124,12 @@ pin_project! {
         #[pin]
         inner: F,
         live: Option<Live>,
+        // The balancer's own deadline, for a request that came without an
+        // [`AttemptContext`]: no layer above bounds it, so this one does.
         #[pin]
-        timer: Timer,
+        timer: Alarm,
+        // What the timeout error reports.
+        timeout: Duration,
     }
 }
 
@@ -181,7 +174,7 @@ impl<F> Balanced<F> {
                 reason,
             });
         }
-        let mut timer = Timer::Off;
+        let mut timer = Alarm::Off;
         let mut now = None;
         let deadline = match AttemptContext::of(&request) {
             Some(context) => {
@@ -193,10 +186,7 @@ impl<F> Balanced<F> {
                 let read = *now.insert(Instant::now());
                 let deadline = timeout.and_then(|t| read.checked_add(t));
                 if let (Some(deadline), Some(timeout)) = (deadline, timeout) {
-                    timer = Timer::On {
-                        sleep: tokio::time::sleep_until(deadline),
-                        timeout,
-                    };
+                    timer = Alarm::at(deadline, timeout);
                 }
                 deadline
             }
@@ -228,6 +218,7 @@ impl<F> Balanced<F> {
                 measure,
             }),
             timer,
+            timeout: timeout.unwrap_or_default(),
         })
     }
 }
@@ -245,10 +236,7 @@ where
         let result = match this.inner.poll(cx) {
             Poll::Ready(result) => result,
             Poll::Pending => {
-                let TimerProj::On { sleep, timeout } = this.timer.project() else {
-                    return Poll::Pending;
-                };
-                ready!(sleep.poll(cx));
+                ready!(this.timer.poll_due(cx));
                 let Some(live) = this.live.take() else {
                     return Poll::Pending;
                 };
@@ -262,7 +250,7 @@ where
                 return Poll::Ready(Err(Error::AttemptTimeout {
                     service: live.service,
                     endpoint: Some(endpoint),
-                    timeout: *timeout,
+                    timeout: *this.timeout,
                 }));
             }
         };

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::future::into_error;
@@ -19,6 +19,7 @@ use crate::attempt::AttemptContext;
 use crate::balance::Avoid;
 use crate::classify::{FailureKind, Retryable, Verdict};
 use crate::request::{BalancedRequest, BalancedResponse, BufferFuture};
+use crate::time::Alarm;
 use crate::{BoxError, Endpoint, Error};
 
 /// An attempt sent and not yet finished.
@@ -101,9 +102,12 @@ impl<F> InFlight<F> {
             context,
             sent,
         } = self;
+        // Set only once the attempt is not answered at its first poll: an
+        // answer at once needs no timer, and the first attempt is built in
+        // the service's `call`, which may run outside the runtime.
         let timer = match context.deadline() {
-            Some(deadline) => Deadline::Later { deadline },
-            None => Deadline::Off,
+            Some(deadline) => Alarm::at(deadline, deadline.saturating_duration_since(sent)),
+            None => Alarm::Off,
         };
         Finish {
             future,
@@ -119,19 +123,6 @@ impl<F> InFlight<F> {
 }
 
 pin_project! {
-    /// The attempt's deadline, when it has one. Its timer is set only once
-    /// the attempt is not answered at its first poll: an answer at once
-    /// needs none, and the first attempt is built in the service's `call`,
-    /// which may run outside the runtime.
-    #[project = DeadlineProj]
-    enum Deadline {
-        Off,
-        Later { deadline: Instant },
-        On { #[pin] sleep: Sleep, deadline: Instant },
-    }
-}
-
-pin_project! {
     /// An attempt awaited: its answer within its deadline, its body read
     /// first when the layer buffers responses. Written by hand rather than
     /// as an `async fn` around `timeout_at` and `instrument`: each of those
@@ -140,7 +131,7 @@ pin_project! {
         #[pin]
         future: F,
         #[pin]
-        timer: Deadline,
+        timer: Alarm,
         // The response's body being read (`buffer`), once the head is in.
         buffering: Option<BufferFuture<R>>,
         // Its span is the attempt's.
@@ -209,18 +200,8 @@ where
         let result = match answer {
             Some(result) => result,
             None => {
-                let mut timer = this.timer;
-                if let DeadlineProj::Later { deadline } = timer.as_mut().project() {
-                    let deadline = *deadline;
-                    timer.set(Deadline::On {
-                        sleep: tokio::time::sleep_until(deadline),
-                        deadline,
-                    });
-                }
-                let DeadlineProj::On { sleep, deadline } = timer.project() else {
-                    return Poll::Pending;
-                };
-                ready!(sleep.poll(cx));
+                ready!(this.timer.poll_due(cx));
+                let deadline = this.context.deadline().unwrap_or(*this.sent);
                 Err(Error::AttemptTimeout {
                     service: this.service.clone(),
                     endpoint: this.context.endpoint().cloned(),
