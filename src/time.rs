@@ -1,6 +1,8 @@
-//! Instants and nanosecond counts from durations that come from input or
-//! configuration, without overflow: a `Duration::MAX` interval means "far in the future", not a
-//! panic.
+//! Time from outside, kept safe and cheap: instants and nanosecond counts
+//! from durations that come from input or configuration, without overflow
+//! (a `Duration::MAX` interval means "far in the future", not a panic),
+//! and the deadlines that bound requests ([`Alarm`]), kept in shared groups
+//! of deadlines due at nearly the same time (`group.rs`).
 
 use std::time::Duration;
 

@@ -125,8 +125,7 @@ pin_project! {
         inner: F,
         live: Option<Live>,
         // The balancer's own deadline, for a request that came without an
-        // [`AttemptContext`]: no layer above bounds it, so this one does.
-        #[pin]
+        // `AttemptContext`: no layer above bounds it, so this one does.
         timer: Alarm,
         // What the timeout error reports.
         timeout: Duration,
@@ -234,7 +233,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = match this.inner.poll(cx) {
-            Poll::Ready(result) => result,
+            Poll::Ready(result) => {
+                // Out of its group now, not when the future is dropped.
+                *this.timer = Alarm::Off;
+                result
+            }
             Poll::Pending => {
                 ready!(this.timer.poll_due(cx));
                 let Some(live) = this.live.take() else {

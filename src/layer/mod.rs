@@ -305,6 +305,10 @@ impl LoadBalanceBuilder {
     /// it the request fails with [`Error::AttemptTimeout`] and counts as a
     /// timeout against its endpoint. A request from the retry layer
     /// carries its own deadline and is bounded there instead.
+    ///
+    /// The timer is shared with requests due at nearly the same time, so
+    /// the request fails at most 1/64 of `timeout` late, and never more
+    /// than 100 ms (a `timeout` under 64 ms keeps a timer of its own).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

@@ -494,8 +494,10 @@ impl EndpointState {
         (-(elapsed_ns as f64) / self.settings.nanos.decay).exp()
     }
 
+    /// `now` in ns on the pool's clock, not published (the start of a
+    /// request: nothing recorded then reads the recent time).
     #[inline]
-    fn nanos_at(&self, now: Instant) -> u64 {
+    pub(crate) fn nanos_at(&self, now: Instant) -> u64 {
         self.settings.clock.nanos_at(now)
     }
 }

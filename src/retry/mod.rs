@@ -316,6 +316,11 @@ impl RetryBuilder {
     /// abandoned and, for an idempotent request, retried (default
     /// [`DEFAULT_ATTEMPT_TIMEOUT`], 5 s). An abandoned attempt counts as a
     /// timeout against its endpoint (outlier detection, Peak-EWMA).
+    ///
+    /// The timer is shared with attempts due at nearly the same time, so
+    /// an attempt is abandoned at most 1/64 of its wait late, and never
+    /// more than 100 ms; the same holds for the call's
+    /// [`deadline`](Self::deadline) where it ends an attempt.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
         self

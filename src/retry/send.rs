@@ -130,7 +130,6 @@ pin_project! {
     pub(super) struct Finish<F, R> {
         #[pin]
         future: F,
-        #[pin]
         timer: Alarm,
         // The response's body being read (`buffer`), once the head is in.
         buffering: Option<BufferFuture<R>>,
@@ -211,6 +210,8 @@ where
         };
         *this.done = true;
         *this.buffering = None;
+        // Out of its group now, not when the future is dropped.
+        *this.timer = Alarm::Off;
         super::spans::record_outcome(this.context.span(), &result);
         let endpoint = this.context.endpoint().cloned().or_else(|| match &result {
             // A balancer that does not write the context may still say.

@@ -2,32 +2,31 @@
 //! shared group of deadlines where one fits (`group.rs`), else with a
 //! timer of its own.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::group::{self, Watch};
 
-pin_project! {
-    /// A deadline, kept once the future it bounds first waits.
-    ///
-    /// Set at the first unanswered poll, not when made: an answer at once
-    /// needs no timer, and a future may be made outside the runtime that
-    /// polls it.
-    #[project = AlarmProj]
-    pub(crate) enum Alarm {
-        /// No deadline.
-        Off,
-        /// Due at `deadline`, `wait` after the future was made; not set.
-        Later { deadline: Instant, wait: Duration },
-        /// Kept by a group, which fires at most a slack after `deadline`.
-        Shared { watch: Watch, deadline: Instant },
-        /// Kept by a timer of its own.
-        Own { #[pin] sleep: Sleep },
-    }
+/// A deadline, kept once the future it bounds first waits.
+///
+/// Set at the first unanswered poll, not when made: an answer at once
+/// needs no timer, and a future may be made outside the runtime that polls
+/// it. A timer of its own is boxed: it is the rare case (a short wait, a
+/// group whose runtime shut down), and the futures that hold an alarm are
+/// moved whole, so a small alarm keeps them small.
+pub(crate) enum Alarm {
+    /// No deadline.
+    Off,
+    /// Due at `deadline`, `wait` after the future was made; not set.
+    Later { deadline: Instant, wait: Duration },
+    /// Kept by a group, which fires at most a slack after `deadline`.
+    Shared { watch: Watch, deadline: Instant },
+    /// Kept by a timer of its own.
+    Own { sleep: Pin<Box<Sleep>> },
 }
 
 impl Alarm {
@@ -37,23 +36,26 @@ impl Alarm {
     }
 
     /// Ready once the deadline has passed; sets the alarm at its first
-    /// poll. An alarm that is off is never ready.
-    pub(crate) fn poll_due(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    /// poll. An alarm that is off is never ready. Like tokio's own timers,
+    /// an alarm needs a tokio runtime (with its timer) current when it is
+    /// set, and again if its group fired early and it takes a timer of its
+    /// own.
+    pub(crate) fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            match self.as_mut().project() {
-                AlarmProj::Off => return Poll::Pending,
-                AlarmProj::Later { deadline, wait } => {
+            match self {
+                Self::Off => return Poll::Pending,
+                Self::Later { deadline, wait } => {
                     let deadline = *deadline;
                     match group::watch(deadline, *wait, cx) {
                         Some(watch) => {
                             // Its waker is in the group already.
-                            self.set(Self::Shared { watch, deadline });
+                            *self = Self::Shared { watch, deadline };
                             return Poll::Pending;
                         }
-                        None => self.set(Self::own(deadline)),
+                        None => *self = Self::own(deadline),
                     }
                 }
-                AlarmProj::Shared { watch, deadline } => {
+                Self::Shared { watch, deadline } => {
                     if watch.poll_fired(cx).is_pending() {
                         return Poll::Pending;
                     }
@@ -63,16 +65,16 @@ impl Alarm {
                     }
                     // Fired early: the runtime that kept the group's timer
                     // shut down. This one keeps its own from here.
-                    self.set(Self::own(deadline));
+                    *self = Self::own(deadline);
                 }
-                AlarmProj::Own { sleep } => return sleep.poll(cx),
+                Self::Own { sleep } => return sleep.as_mut().poll(cx),
             }
         }
     }
 
     fn own(deadline: Instant) -> Self {
         Self::Own {
-            sleep: tokio::time::sleep_until(deadline),
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
         }
     }
 }
@@ -86,36 +88,36 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(15);
 
-    async fn due(alarm: &mut Pin<Box<Alarm>>) {
-        poll_fn(|cx| alarm.as_mut().poll_due(cx)).await
+    async fn due(alarm: &mut Alarm) {
+        poll_fn(|cx| alarm.poll_due(cx)).await
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_alarm_rings_after_its_deadline_and_at_most_the_slack_late() {
         let start = Instant::now();
-        let mut alarm = Box::pin(Alarm::at(start + WAIT, WAIT));
+        let mut alarm = Alarm::at(start + WAIT, WAIT);
         due(&mut alarm).await;
         let rang = start.elapsed();
         assert!(
             rang >= WAIT && rang <= WAIT + group::MAX_SLACK,
             "rang after {rang:?}"
         );
-        assert!(matches!(*alarm, Alarm::Shared { .. }));
+        assert!(matches!(alarm, Alarm::Shared { .. }));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_short_alarm_rings_on_time_with_a_timer_of_its_own() {
         let start = Instant::now();
         let wait = Duration::from_millis(20);
-        let mut alarm = Box::pin(Alarm::at(start + wait, wait));
+        let mut alarm = Alarm::at(start + wait, wait);
         due(&mut alarm).await;
         assert_eq!(start.elapsed(), wait);
-        assert!(matches!(*alarm, Alarm::Own { .. }));
+        assert!(matches!(alarm, Alarm::Own { .. }));
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_alarm_that_is_off_never_rings() {
-        let mut alarm = Box::pin(Alarm::Off);
+        let mut alarm = Alarm::Off;
         let rang = tokio::time::timeout(WAIT * 10, due(&mut alarm)).await;
         assert!(rang.is_err());
     }
@@ -133,24 +135,20 @@ mod tests {
         let first = build(false);
         let start = Instant::now();
         let deadline = start + WAIT;
-        let mut alarm = Box::pin(Alarm::at(deadline, WAIT));
+        let mut alarm = Alarm::at(deadline, WAIT);
         // Set on the first runtime, then that runtime is gone.
         first.block_on(async {
-            let polled = alarm
-                .as_mut()
-                .poll_due(&mut Context::from_waker(Waker::noop()));
+            let polled = alarm.poll_due(&mut Context::from_waker(Waker::noop()));
             assert!(polled.is_pending());
         });
-        assert!(matches!(*alarm, Alarm::Shared { .. }));
+        assert!(matches!(alarm, Alarm::Shared { .. }));
         drop(first);
         // The group fired at the shutdown; the alarm does not ring early.
         let next = build(true);
         next.block_on(async {
-            let polled = alarm
-                .as_mut()
-                .poll_due(&mut Context::from_waker(Waker::noop()));
+            let polled = alarm.poll_due(&mut Context::from_waker(Waker::noop()));
             assert!(polled.is_pending(), "rang before its deadline");
-            assert!(matches!(*alarm, Alarm::Own { .. }));
+            assert!(matches!(alarm, Alarm::Own { .. }));
             due(&mut alarm).await;
             assert!(Instant::now() >= deadline);
         });

@@ -5,8 +5,13 @@
 //! timer wheel and its removal again when the answer comes first, as it
 //! nearly always does: about 640 instructions a request, the largest part
 //! of what the balance layer adds to a call. A group's timer is registered
-//! once for every request that joins it, and a request that joins only
+//! once for all the requests that join it, and a request that joins only
 //! leaves its waker in the group, under a lock of its thread's shard.
+//!
+//! A group's timer stays registered until it fires, members or none: at
+//! most 15.1 s after the last request that joined it. On a paused tokio
+//! clock an idle runtime may therefore advance to it, as it does to the
+//! idle-connection timer of hyper-util's pool.
 //!
 //! A group fires at most 1/64 of the wait late, and never more than
 //! [`MAX_SLACK`]: a 15-second timeout ends between 15 and 15.1 seconds.
@@ -14,7 +19,7 @@
 //! enough to be worth sharing below tokio's millisecond).
 //!
 //! A group belongs to the tokio runtime that registered its timer, and
-//! only futures polled on that runtime join it. When that runtime shuts
+//! only futures polled while that runtime is current join it. When that runtime shuts
 //! down, its timers fire at once; a member then finds its own deadline not
 //! reached and keeps a timer of its own from there (`alarm.rs`).
 
@@ -80,7 +85,11 @@ impl WakerId {
 /// Deadlines that fall due at one instant, on one runtime.
 struct Group {
     runtime: Id,
+    /// The deadline of the member that opened it.
+    first: Instant,
+    /// When it fires: `first + slack`.
     at: Instant,
+    slack: Duration,
     waiters: Arc<Waiters>,
     /// Registered once, by the group's first member; cancelled when the
     /// group is dropped unfired. Polled without tokio's cooperative
@@ -116,37 +125,72 @@ fn slack(wait: Duration) -> Option<Duration> {
     (slack >= MIN_SLACK).then_some(slack)
 }
 
-/// Watches `deadline`, `wait` after now, for the task `cx` wakes: in an
-/// open group due within the slack after it, or in a new one. `None` when
-/// the wait is too short to share or no tokio runtime is current: the
-/// caller keeps a timer of its own.
+/// Watches `deadline`, `wait` after the future it bounds was made, for
+/// the task `cx` wakes: in an open group due within the slack after it, or
+/// in a new one. `None` when the wait is too short to share, the deadline
+/// is too near the end of the clock's range, or no tokio runtime is
+/// current: the caller keeps a timer of its own.
 pub(crate) fn watch(deadline: Instant, wait: Duration, cx: &Context<'_>) -> Option<Watch> {
+    watch_in(&SHARDS[stripe::index()].0, deadline, wait, cx)
+}
+
+/// [`watch`] with the open groups of `shard`.
+fn watch_in(
+    shard: &Mutex<Open>,
+    deadline: Instant,
+    wait: Duration,
+    cx: &Context<'_>,
+) -> Option<Watch> {
     let slack = slack(wait)?;
     let runtime = Handle::try_current().ok()?.id();
-    // The latest a group may fire for this deadline; instants compared,
-    // not subtracted (a subtraction of two instants is dearer).
-    let latest = deadline.checked_add(slack)?;
-    let mut open = lock(&SHARDS[stripe::index()].0);
-    for group in open.iter().flatten() {
-        let fits = group.runtime == runtime && deadline <= group.at && group.at <= latest;
-        if fits && let Some(watch) = Group::join(group, cx) {
-            return Some(watch);
+    // Cloned before any lock is taken: a waker's clone and drop may run
+    // code of its executor's.
+    let waker = cx.waker().clone();
+    let mut open = lock(shard);
+    for entry in open.iter_mut() {
+        let Some(group) = entry else {
+            continue;
+        };
+        if group.waiters.fired.load(Ordering::Acquire) {
+            // Done: let go of it (and of its runtime's handle) now.
+            *entry = None;
+            continue;
+        }
+        // Due between the group's first deadline and its instant, which
+        // is that deadline plus a slack no larger than this one's: late by
+        // at most this one's slack. Instants and durations compared, none
+        // added or subtracted (each costs more than all the comparisons).
+        let fits = group.runtime == runtime
+            && group.first <= deadline
+            && deadline <= group.at
+            && group.slack <= slack;
+        if fits {
+            return Group::join(group, waker);
         }
     }
-    let group = Group::start(runtime, latest)?;
-    let watch = Group::join(&group, cx);
-    // The new group takes the place of the one due first.
-    let oldest = (0..OPEN)
-        .min_by_key(|&i| open[i].as_ref().map(|g| g.at))
+    let group = Group::start(runtime, deadline, slack)?;
+    let watch = Group::join(&group, waker);
+    // The new group takes an empty place, else the place of a group of
+    // another runtime, else of the group due first.
+    let place = (0..OPEN)
+        .min_by_key(|&i| match &open[i] {
+            None => (0, None),
+            Some(other) if other.runtime != runtime => (1, None),
+            Some(other) => (2, Some(other.at)),
+        })
         .unwrap_or(0);
-    open[oldest] = Some(group);
+    open[place] = Some(group);
     watch
 }
 
 impl Group {
-    /// A group due `at`, its timer registered on the current runtime; `None`
-    /// when `at` has passed already.
-    fn start(runtime: Id, at: Instant) -> Option<Arc<Self>> {
+    /// A group for deadlines from `first` on, due `slack` after it, its
+    /// timer registered on the current runtime; `None` when that instant
+    /// is too near the end of the clock's range (tokio rounds a timer's
+    /// instant up by most of a millisecond) or has passed already.
+    fn start(runtime: Id, first: Instant, slack: Duration) -> Option<Arc<Self>> {
+        let at = first.checked_add(slack)?;
+        at.checked_add(MIN_SLACK)?;
         let waiters = Arc::new(Waiters::default());
         let mut timer = Box::pin(tokio::task::unconstrained(tokio::time::sleep_until(at)));
         let waker = Waker::from(waiters.clone());
@@ -159,14 +203,21 @@ impl Group {
         }
         Some(Arc::new(Self {
             runtime,
+            first,
             at,
+            slack,
             waiters,
             _timer: timer,
         }))
     }
 
-    /// Leaves `cx`'s waker in the group; `None` once it has fired.
-    fn join(group: &Arc<Self>, cx: &Context<'_>) -> Option<Watch> {
+    /// Leaves `waker` in the group; `None` once it has fired (found
+    /// unfired in the open list, it can have fired since, on its runtime's
+    /// timer thread).
+    fn join(group: &Arc<Self>, waker: Waker) -> Option<Watch> {
+        // The identity of the clone kept: while it is held, no other
+        // waker can take its address.
+        let id = WakerId::of(&waker);
         let mut slots = lock(&group.waiters.slots);
         if group.waiters.fired.load(Ordering::Acquire) {
             return None;
@@ -180,11 +231,13 @@ impl Group {
             }
         };
         let place = slots.wakers.get_mut(slot as usize)?;
-        *place = Some(cx.waker().clone());
+        // The place is empty: nothing is dropped under the lock.
+        *place = Some(waker);
+        drop(slots);
         Some(Watch {
             group: group.clone(),
             slot,
-            waker: WakerId::of(cx.waker()),
+            waker: id,
         })
     }
 }
@@ -198,16 +251,21 @@ impl Watch {
         if waiters.fired.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        let waker = WakerId::of(cx.waker());
-        if self.waker != waker {
+        if self.waker != WakerId::of(cx.waker()) {
+            let waker = cx.waker().clone();
+            let id = WakerId::of(&waker);
             let mut slots = lock(&waiters.slots);
             if waiters.fired.load(Ordering::Acquire) {
                 return Poll::Ready(());
             }
-            if let Some(place) = slots.wakers.get_mut(self.slot as usize) {
-                *place = Some(cx.waker().clone());
-            }
-            self.waker = waker;
+            let old = slots
+                .wakers
+                .get_mut(self.slot as usize)
+                .and_then(|place| place.replace(waker));
+            drop(slots);
+            // Dropped out of the lock.
+            drop(old);
+            self.waker = id;
         }
         Poll::Pending
     }
@@ -224,11 +282,13 @@ impl Drop for Watch {
         let mut slots = lock(&self.group.waiters.slots);
         let slot = self.slot;
         // Empty once the group fired: its wakers were taken.
-        if let Some(place) = slots.wakers.get_mut(slot as usize)
-            && place.take().is_some()
-        {
+        let waker = slots.wakers.get_mut(slot as usize).and_then(Option::take);
+        if waker.is_some() {
             slots.free.push(slot);
         }
+        drop(slots);
+        // Dropped out of the lock.
+        drop(waker);
     }
 }
 
@@ -286,20 +346,39 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(15);
 
+    /// Open groups of a test's own: the shared shards are also used by
+    /// the tests that run beside it.
+    fn private() -> &'static Mutex<Open> {
+        Box::leak(Box::new(Mutex::new([const { None }; OPEN])))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn deadlines_within_the_slack_share_one_timer_that_fires_late_by_at_most_the_slack() {
+        let shard = private();
         let (first, first_waker) = counter();
         let (second, second_waker) = counter();
         let start = Instant::now();
-        let mut a = watch(start + WAIT, WAIT, &Context::from_waker(&first_waker)).unwrap();
+        let mut a = watch_in(
+            shard,
+            start + WAIT,
+            WAIT,
+            &Context::from_waker(&first_waker),
+        )
+        .unwrap();
         tokio::time::advance(Duration::from_millis(50)).await;
         let now = Instant::now();
-        let mut b = watch(now + WAIT, WAIT, &Context::from_waker(&second_waker)).unwrap();
+        let mut b = watch_in(shard, now + WAIT, WAIT, &Context::from_waker(&second_waker)).unwrap();
         assert!(a.shares_with(&b), "deadlines 50 ms apart, slack 100 ms");
         // Past its slack after the first deadline, a third opens a group.
         tokio::time::advance(Duration::from_millis(120)).await;
         let later = Instant::now();
-        let c = watch(later + WAIT, WAIT, &Context::from_waker(&second_waker)).unwrap();
+        let c = watch_in(
+            shard,
+            later + WAIT,
+            WAIT,
+            &Context::from_waker(&second_waker),
+        )
+        .unwrap();
         assert!(!a.shares_with(&c));
 
         tokio::time::sleep_until(start + WAIT - Duration::from_millis(1)).await;
@@ -319,13 +398,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_member_gone_is_not_woken_and_its_slot_serves_the_next() {
+        let shard = private();
         let (gone, gone_waker) = counter();
         let (kept, kept_waker) = counter();
         let deadline = Instant::now() + WAIT;
-        let left = watch(deadline, WAIT, &Context::from_waker(&gone_waker)).unwrap();
+        let left = watch_in(shard, deadline, WAIT, &Context::from_waker(&gone_waker)).unwrap();
         let slot = left.slot;
         drop(left);
-        let stays = watch(deadline, WAIT, &Context::from_waker(&kept_waker)).unwrap();
+        let stays = watch_in(shard, deadline, WAIT, &Context::from_waker(&kept_waker)).unwrap();
         assert_eq!(stays.slot, slot);
         tokio::time::sleep(WAIT + MAX_SLACK).await;
         assert_eq!((wakes(&gone), wakes(&kept)), (0, 1));
@@ -333,9 +413,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_waker_of_the_latest_poll_is_the_one_woken() {
+        let shard = private();
         let (old, old_waker) = counter();
         let (new, new_waker) = counter();
-        let mut member = watch(
+        let mut member = watch_in(
+            shard,
             Instant::now() + WAIT,
             WAIT,
             &Context::from_waker(&old_waker),
@@ -352,25 +434,64 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn short_waits_keep_a_timer_of_their_own() {
+        let shard = private();
         let (_, waker) = counter();
         let cx = Context::from_waker(&waker);
         let short = Duration::from_millis(63);
-        assert!(watch(Instant::now() + short, short, &cx).is_none());
+        assert!(watch_in(shard, Instant::now() + short, short, &cx).is_none());
         let long = Duration::from_millis(64);
-        assert!(watch(Instant::now() + long, long, &cx).is_some());
+        assert!(watch_in(shard, Instant::now() + long, long, &cx).is_some());
         // A deadline far off is kept in a group too.
-        assert!(watch(Instant::now() + crate::time::FAR_FUTURE, Duration::MAX, &cx).is_some());
+        assert!(
+            watch_in(
+                shard,
+                Instant::now() + crate::time::FAR_FUTURE,
+                Duration::MAX,
+                &cx
+            )
+            .is_some()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_at_the_end_of_the_clock_is_not_grouped() {
+        let shard = private();
+        let (_, waker) = counter();
+        // The latest instant the clock can hold, to the millisecond.
+        let mut last = Instant::now();
+        let mut step = Duration::from_secs(1 << 62);
+        while step >= Duration::from_millis(1) {
+            if let Some(later) = last.checked_add(step) {
+                last = later;
+            } else {
+                step /= 2;
+            }
+        }
+        for before in [0, 1, 50, 98, 99, 100, 101, 102, 103, 200] {
+            let deadline = last - Duration::from_millis(before);
+            // No panic in tokio's rounding of the group's instant, which
+            // is 100 ms after the deadline.
+            let watched = watch_in(shard, deadline, WAIT, &Context::from_waker(&waker));
+            if before < 99 {
+                assert!(watched.is_none(), "{before} ms before the end");
+            }
+            if before > 102 {
+                assert!(watched.is_some(), "{before} ms before the end");
+            }
+        }
     }
 
     #[test]
     fn no_runtime_no_group() {
+        let shard = private();
         let (_, waker) = counter();
         let now = Instant::now();
-        assert!(watch(now + WAIT, WAIT, &Context::from_waker(&waker)).is_none());
+        assert!(watch_in(shard, now + WAIT, WAIT, &Context::from_waker(&waker)).is_none());
     }
 
     #[test]
     fn a_group_is_joined_only_on_its_own_runtime_and_fires_when_that_runtime_shuts_down() {
+        let shard = private();
         let build = || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_time()
@@ -382,11 +503,13 @@ mod tests {
         let deadline = Instant::now() + WAIT;
         let one = build();
         let mut a = one
-            .block_on(async { watch(deadline, WAIT, &Context::from_waker(&first_waker)) })
+            .block_on(async { watch_in(shard, deadline, WAIT, &Context::from_waker(&first_waker)) })
             .unwrap();
         let other = build();
         let b = other
-            .block_on(async { watch(deadline, WAIT, &Context::from_waker(&second_waker)) })
+            .block_on(async {
+                watch_in(shard, deadline, WAIT, &Context::from_waker(&second_waker))
+            })
             .unwrap();
         assert!(!a.shares_with(&b), "one group per runtime");
         drop(one);
@@ -399,13 +522,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_fired_group_takes_no_new_member() {
+        let shard = private();
         let (_, waker) = counter();
         let deadline = Instant::now() + WAIT;
-        let mut early = watch(deadline, WAIT, &Context::from_waker(&waker)).unwrap();
+        let mut early = watch_in(shard, deadline, WAIT, &Context::from_waker(&waker)).unwrap();
         poll_fn(|cx| early.poll_fired(cx)).await;
-        // A deadline the fired group would have fitted gets a new group.
-        let now = Instant::now();
-        let late = watch(now + WAIT, WAIT, &Context::from_waker(&waker)).unwrap();
-        assert!(!late.shares_with(&early));
+        // The same deadline fits the fired group, which must not take it:
+        // a member that joined it now would never be woken. A group of its
+        // own would be due already, so there is none.
+        let late = watch_in(shard, deadline, WAIT, &Context::from_waker(&waker));
+        assert!(late.is_none_or(|late| !late.shares_with(&early)));
     }
 }
