@@ -106,7 +106,7 @@ impl<F> InFlight<F> {
         // answer at once needs no timer, and the first attempt is built in
         // the service's `call`, which may run outside the runtime.
         let timer = match context.deadline() {
-            Some(deadline) => Alarm::at(deadline, deadline.saturating_duration_since(sent)),
+            Some(deadline) => Alarm::until(deadline),
             None => Alarm::Off,
         };
         Finish {

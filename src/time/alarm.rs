@@ -21,8 +21,12 @@ use super::group::{self, Watch};
 pub(crate) enum Alarm {
     /// No deadline.
     Off,
-    /// Due at `deadline`, `wait` after the future was made; not set.
-    Later { deadline: Instant, wait: Duration },
+    /// Due at `deadline`, `wait` after the future was made (when known:
+    /// else measured from the clock when set); not set.
+    Later {
+        deadline: Instant,
+        wait: Option<Duration>,
+    },
     /// Kept by a group, which fires at most a slack after `deadline`.
     Shared { watch: Watch, deadline: Instant },
     /// Kept by a timer of its own.
@@ -32,7 +36,20 @@ pub(crate) enum Alarm {
 impl Alarm {
     /// An alarm due at `deadline`, `wait` from now.
     pub(crate) fn at(deadline: Instant, wait: Duration) -> Self {
-        Self::Later { deadline, wait }
+        Self::Later {
+            deadline,
+            wait: Some(wait),
+        }
+    }
+
+    /// An alarm due at `deadline`, its wait read from the clock only if it
+    /// is set: most futures are answered first, and the subtraction of two
+    /// instants is not free.
+    pub(crate) fn until(deadline: Instant) -> Self {
+        Self::Later {
+            deadline,
+            wait: None,
+        }
     }
 
     /// Ready once the deadline has passed; sets the alarm at its first
@@ -46,7 +63,9 @@ impl Alarm {
                 Self::Off => return Poll::Pending,
                 Self::Later { deadline, wait } => {
                     let deadline = *deadline;
-                    match group::watch(deadline, *wait, cx) {
+                    let wait =
+                        wait.unwrap_or_else(|| deadline.saturating_duration_since(Instant::now()));
+                    match group::watch(deadline, wait, cx) {
                         Some(watch) => {
                             // Its waker is in the group already.
                             *self = Self::Shared { watch, deadline };
@@ -113,6 +132,19 @@ mod tests {
         due(&mut alarm).await;
         assert_eq!(start.elapsed(), wait);
         assert!(matches!(alarm, Alarm::Own { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_alarm_until_a_deadline_rings_after_it_and_at_most_the_slack_late() {
+        let start = Instant::now();
+        let mut alarm = Alarm::until(start + WAIT);
+        due(&mut alarm).await;
+        let rang = start.elapsed();
+        assert!(
+            rang >= WAIT && rang <= WAIT + group::MAX_SLACK,
+            "rang after {rang:?}"
+        );
+        assert!(matches!(alarm, Alarm::Shared { .. }));
     }
 
     #[tokio::test(start_paused = true)]
