@@ -502,3 +502,53 @@ where
     }
     out
 }
+
+/// Attempts started close together share their timers: each still ends
+/// within its wait/64 after its own timeout (here 2 s: at most 31.25 ms,
+/// plus tokio's millisecond), none early, whichever group it joined, and
+/// calls answered meanwhile are not disturbed.
+#[tokio::test(start_paused = true)]
+async fn stalled_attempts_that_share_timers_each_end_on_their_own_time() {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let instances = Instances::new(2, |i, _, _| match i {
+        0 => Reply::ok().after(Duration::from_secs(3600)),
+        _ => Reply::ok(),
+    });
+    let retry = RetryLayer::builder()
+        .attempt_timeout(TIMEOUT)
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let client = client(&instances, retry, true).await;
+    let mut calls = Vec::new();
+    for i in 0..40u64 {
+        let client = client.clone();
+        calls.push(tokio::spawn(async move {
+            // Started 5 ms apart, the stalled ones 10 ms apart: up to
+            // four share a group, later ones open the next.
+            tokio::time::sleep(Duration::from_millis(5 * i)).await;
+            timed(client.oneshot(post("order"))).await
+        }));
+    }
+    let (mut stalled, mut answered) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            (Ok(response), elapsed) => {
+                answered += 1;
+                assert_eq!(response.status(), StatusCode::OK);
+                assert_eq!(elapsed, Duration::ZERO);
+            }
+            (Err(Error::AttemptTimeout { timeout, .. }), elapsed) => {
+                stalled += 1;
+                assert_eq!(timeout, TIMEOUT);
+                let late = elapsed.checked_sub(TIMEOUT).expect("ended early");
+                assert!(
+                    late <= TIMEOUT / 64 + Duration::from_millis(1),
+                    "{late:?} late"
+                );
+            }
+            (Err(other), _) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((stalled, answered), (20, 20), "round robin over two");
+}
