@@ -308,7 +308,8 @@ impl LoadBalanceBuilder {
     ///
     /// The timer is shared with requests due at nearly the same time, so
     /// the request fails at most 1/64 of `timeout` late, and never more
-    /// than 100 ms (a `timeout` under 64 ms keeps a timer of its own).
+    /// than 100 ms (plus tokio's rounding up to its next millisecond); a
+    /// `timeout` under 64 ms keeps a timer of its own.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

@@ -56,7 +56,7 @@ impl PoolClock {
     /// `now` in ns since the epoch.
     #[inline]
     pub(crate) fn nanos_at(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_nanos() as u64
+        crate::time::saturating_nanos(now.saturating_duration_since(self.epoch))
     }
 
     /// Reads the real clock, publishes the reading, returns it in ns since

@@ -319,7 +319,8 @@ impl RetryBuilder {
     ///
     /// The timer is shared with attempts due at nearly the same time, so
     /// an attempt is abandoned at most 1/64 of its wait late, and never
-    /// more than 100 ms; the same holds for the call's
+    /// more than 100 ms (plus tokio's rounding up to its next
+    /// millisecond); the same holds for the call's
     /// [`deadline`](Self::deadline) where it ends an attempt.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);

@@ -92,6 +92,10 @@ impl Alarm {
     }
 
     fn own(deadline: Instant) -> Self {
+        // tokio rounds a timer's instant up to its next millisecond, which
+        // overflows at the very end of the clock's range: a deadline that
+        // far is kept at the crate's far future instead.
+        let deadline = deadline.min(super::after(super::FAR_FUTURE));
         Self::Own {
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
         }

@@ -14,7 +14,8 @@
 //! idle-connection timer of hyper-util's pool.
 //!
 //! A group fires at most 1/64 of the wait late, and never more than
-//! [`MAX_SLACK`]: a 15-second timeout ends between 15 and 15.1 seconds.
+//! [`MAX_SLACK`] (plus tokio's rounding up to its next millisecond): a
+//! 15-second timeout ends between 15 and 15.101 seconds.
 //! Waits shorter than 64 ms keep a timer of their own (no slack is small
 //! enough to be worth sharing below tokio's millisecond).
 //!
@@ -120,8 +121,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// How late a deadline `wait` from now may be kept, or `None` when it is
 /// too near to share.
+///
+/// Whole milliseconds (tokio's resolution): waits a few microseconds
+/// apart (an attempt's, read from the clock when its alarm is set) get
+/// the same slack, and so the same groups.
 fn slack(wait: Duration) -> Option<Duration> {
-    let slack = (wait / (1 << SLACK_SHIFT)).min(MAX_SLACK);
+    let millis = u64::try_from(wait.as_millis() >> SLACK_SHIFT).unwrap_or(u64::MAX);
+    let slack = Duration::from_millis(millis).min(MAX_SLACK);
     (slack >= MIN_SLACK).then_some(slack)
 }
 
@@ -146,6 +152,11 @@ fn watch_in(
     // Cloned before any lock is taken: a waker's clone and drop may run
     // code of its executor's.
     let waker = cx.waker().clone();
+    // Groups let go of, dropped once the lock is released (declared
+    // first, so dropped last): the last reference to a group cancels its
+    // timer in tokio's driver, and may free a runtime's handle.
+    // Empty, and not allocated, unless a group is let go of.
+    let mut released: Vec<Arc<Group>> = Vec::new();
     let mut open = lock(shard);
     for entry in open.iter_mut() {
         let Some(group) = entry else {
@@ -153,7 +164,7 @@ fn watch_in(
         };
         if group.waiters.fired.load(Ordering::Acquire) {
             // Done: let go of it (and of its runtime's handle) now.
-            *entry = None;
+            released.extend(entry.take());
             continue;
         }
         // Due between the group's first deadline and its instant, which
@@ -170,16 +181,15 @@ fn watch_in(
     }
     let group = Group::start(runtime, deadline, slack)?;
     let watch = Group::join(&group, waker);
-    // The new group takes an empty place, else the place of a group of
-    // another runtime, else of the group due first.
+    // The new group takes an empty place, else the place of the group due
+    // first, whatever its runtime: new deadlines come later, so that one
+    // is the least likely to be joined again (each runtime keeps its
+    // newest group when two share a shard).
     let place = (0..OPEN)
-        .min_by_key(|&i| match &open[i] {
-            None => (0, None),
-            Some(other) if other.runtime != runtime => (1, None),
-            Some(other) => (2, Some(other.at)),
-        })
+        .min_by_key(|&i| open[i].as_ref().map(|other| other.at))
         .unwrap_or(0);
-    open[place] = Some(group);
+    released.extend(open[place].replace(group));
+    drop(open);
     watch
 }
 
@@ -532,5 +542,68 @@ mod tests {
         // own would be due already, so there is none.
         let late = watch_in(shard, deadline, WAIT, &Context::from_waker(&waker));
         assert!(late.is_none_or(|late| !late.shares_with(&early)));
+        // And the open list let go of it.
+        assert!(
+            lock(shard)
+                .iter()
+                .flatten()
+                .all(|g| !Arc::ptr_eq(g, &early.group)),
+            "a fired group is still open"
+        );
+        assert_eq!(Arc::strong_count(&early.group), 1, "only `early` holds it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_microseconds_apart_share_a_group() {
+        let shard = private();
+        let (_, waker) = counter();
+        let cx = Context::from_waker(&waker);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // An attempt's wait is read when its alarm is set, a little later
+        // for each: the same slack, whole milliseconds.
+        let first = watch_in(shard, deadline, Duration::from_secs(5), &cx).unwrap();
+        let later = Duration::from_secs(5) - Duration::from_micros(3);
+        let next = watch_in(shard, deadline, later, &cx).unwrap();
+        assert!(first.shares_with(&next));
+    }
+
+    #[test]
+    fn two_runtimes_on_one_shard_each_keep_their_newest_group() {
+        let shard = private();
+        let (_, waker) = counter();
+        let runtimes = [(); 2].map(|()| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        });
+        let mut kept: [Vec<Watch>; 2] = Default::default();
+        let mut groups = 0;
+        for i in 0..100 {
+            let runtime = i % 2;
+            let watch = runtimes[runtime]
+                .block_on(async {
+                    tokio::time::advance(Duration::from_millis(10)).await;
+                    watch_in(
+                        shard,
+                        Instant::now() + WAIT,
+                        WAIT,
+                        &Context::from_waker(&waker),
+                    )
+                })
+                .unwrap();
+            if kept[runtime]
+                .last()
+                .is_none_or(|last| !last.shares_with(&watch))
+            {
+                groups += 1;
+            }
+            kept[runtime].push(watch);
+        }
+        // 50 deadlines 10 ms apart on each runtime, over 500 ms, a group
+        // per 100 ms of them: five or six each, were they not evicted by
+        // the other runtime's.
+        assert!(groups <= 14, "{groups} groups for 100 deadlines");
     }
 }
