@@ -494,10 +494,8 @@ impl EndpointState {
         (-(elapsed_ns as f64) / self.settings.nanos.decay).exp()
     }
 
-    /// `now` in ns on the pool's clock, not published (the start of a
-    /// request: nothing recorded then reads the recent time).
     #[inline]
-    pub(crate) fn nanos_at(&self, now: Instant) -> u64 {
+    fn nanos_at(&self, now: Instant) -> u64 {
         self.settings.clock.nanos_at(now)
     }
 }

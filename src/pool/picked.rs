@@ -1,8 +1,6 @@
 //! The result of a pick: the chosen endpoint, counted in flight until done,
 //! and the guard that records the request's life exactly once.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 use crate::Endpoint;
@@ -56,10 +54,6 @@ pub struct Picked {
     member: Member,
     /// When the request was sent, once [`Picked::start_timer`] says so.
     started: Option<Instant>,
-    /// The same instant in ns on the pool's clock: the latency of the
-    /// head and of the last byte are differences of two such numbers,
-    /// cheaper than of two instants.
-    started_ns: u64,
     /// Dropped unfinished at or after this, the request timed out: a
     /// failure of the endpoint, not a caller giving up.
     deadline: Option<Instant>,
@@ -82,7 +76,6 @@ impl Picked {
         Self {
             member,
             started: None,
-            started_ns: 0,
             deadline: None,
             head_failed: None,
             head_at: None,
@@ -96,26 +89,13 @@ impl Picked {
     /// queueing. A pick is not timed until then: reading the clock costs as
     /// much as the pick itself, and a pick that is never sent needs none.
     pub fn start_timer(&mut self) {
-        self.start_timer_at(Instant::now());
+        self.started = Some(Instant::now());
     }
 
     /// [`start_timer`](Self::start_timer) with a clock reading the caller
     /// already has.
-    #[inline]
     pub(crate) fn start_timer_at(&mut self, now: Instant) {
         self.started = Some(now);
-        self.started_ns = self.member.state().nanos_at(now);
-    }
-
-    /// The time from the start to `now`, `now_ns` on the pool's clock.
-    /// A start read on a clock behind the pool's epoch (another runtime's
-    /// paused clock) is 0 there: then the instants are subtracted.
-    fn since_start(&self, now: Instant, now_ns: u64) -> Duration {
-        match self.started {
-            Some(started) if self.started_ns == 0 => now.saturating_duration_since(started),
-            Some(_) => Duration::from_nanos(now_ns.saturating_sub(self.started_ns)),
-            None => Duration::ZERO,
-        }
     }
 
     /// The chosen endpoint.
@@ -160,11 +140,11 @@ impl Picked {
         let state = self.member.state();
         match self.started {
             // One clock reading for the sample and the estimate's stamp.
-            Some(_) => {
+            Some(started) => {
                 let now = Instant::now();
                 self.head_at = Some(now);
-                let now_ns = state.stamp(now);
-                state.observe_latency_at(now_ns, Some(self.since_start(now, now_ns)), failed);
+                let latency = now.saturating_duration_since(started);
+                state.observe_latency_at(state.stamp(now), Some(latency), failed);
             }
             None if failed => state.observe_latency(None, true),
             None => {}
@@ -186,7 +166,7 @@ impl Picked {
         // One clock reading for the elapsed time and every record.
         let now = Instant::now();
         let now_ns = state.stamp(now);
-        let elapsed = self.started.map(|_| self.since_start(now, now_ns));
+        let elapsed = self.started.map(|t| now.saturating_duration_since(t));
         match self.head_failed {
             None => state.record_at(now_ns, elapsed, failed, self.member.endpoint().key()),
             Some(head_failed) => {
