@@ -154,8 +154,8 @@ fn watch_in(
     let waker = cx.waker().clone();
     // Groups let go of, dropped once the lock is released (declared
     // first, so dropped last): the last reference to a group cancels its
-    // timer in tokio's driver, and may free a runtime's handle.
-    // Empty, and not allocated, unless a group is let go of.
+    // timer in tokio's driver, and may free a runtime's handle. Not
+    // allocated unless a group is let go of.
     let mut released: Vec<Arc<Group>> = Vec::new();
     let mut open = lock(shard);
     for entry in open.iter_mut() {
