@@ -72,6 +72,16 @@ async fn reqwests_own_api_through_the_balancer() {
             .unwrap()
             .to_owned();
         let endpoint = response.extensions().get::<Endpoint>().cloned().unwrap();
+        // Rebuilt to follow its body, the response keeps what reqwest
+        // and hyper-util put in it: the URL it came from, the peer.
+        assert_eq!(
+            response.url().as_str(),
+            format!("{}/api/greet", endpoint.key())
+        );
+        assert_eq!(
+            response.remote_addr().map(|a| a.port()),
+            Some(endpoint.port())
+        );
         let greeting: Greeting = response.json().await.unwrap();
         assert_eq!(greeting.message, "Hello, Bob!");
         *answered.entry(instance).or_insert(0) += 1;

@@ -217,13 +217,12 @@ impl TrackBody for reqwest::Response {
         let url = self.url().clone();
         let (mut parts, body) = http::Response::<reqwest::Body>::from(self).into_parts();
         // The conversion drops the URL; reqwest's builder extension is the
-        // public way to hand it back. Its map becomes the response's (the
-        // response's own entries, usually none, moved into it), rather than
-        // its entries being moved into a second map.
+        // public way to hand it back. Its one entry is moved into the
+        // response's own map (hyper-util's connection info is there
+        // already), rather than the response's entries into the builder's.
         let mut with_url = http::response::Builder::new().url(url);
         if let Some(extensions) = with_url.extensions_mut() {
-            let own = std::mem::replace(&mut parts.extensions, std::mem::take(extensions));
-            parts.extensions.extend(own);
+            parts.extensions.extend(std::mem::take(extensions));
         }
         let body = reqwest::Body::wrap(TrackedBody::new(body, Some(guard)));
         reqwest::Response::from(http::Response::from_parts(parts, body))
