@@ -42,6 +42,13 @@
 //! done
 //! ```
 //!
+//! The count depends on timing: when a server has not answered by the
+//! time the client polls, the client's runtime parks and wakes once more,
+//! and on a busy machine that adds 400 instructions or more to a hyper-util
+//! call. `benches/callgrind.sh $B E2E_BENCH_COUNT <stack>...` takes the
+//! median of five samples of each stack, one after another; run it alone
+//! on an idle machine.
+//!
 //! Built with `--features metrics`, `E2E_BENCH_RECORDER=prometheus` installs
 //! a Prometheus recorder (no exporter) first, so that the count includes
 //! what recording the crate's series costs; without it the `metrics` facade

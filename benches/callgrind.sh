@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Instructions per call of bench stacks under callgrind: the median of
+# several samples of each.
+#
+#   benches/callgrind.sh BINARY VARIABLE STACK...
+#
+# BINARY is a bench binary built by `cargo bench --bench NAME --no-run`;
+# VARIABLE its count-mode variable (`E2E_BENCH_COUNT`, `RETRY_BENCH_COUNT`,
+# `PEERS_BENCH_COUNT`). Each stack runs at LOW and HIGH calls (default 200
+# and 1200); (count at HIGH - count at LOW) / (HIGH - LOW) is one sample,
+# and REPEATS (default 5) samples are taken, one after another.
+#
+# Why a median: against loopback servers the count depends on timing. When
+# the server has not answered by the time the client polls, the client's
+# runtime parks and wakes once more, about a thousand instructions; on a
+# busy machine that happens often enough to add 400 (hyper-util, 1.4% of a
+# call) to a sample. Run this alone on an idle machine; samples then agree
+# to within 20 instructions but for an odd one, which the median leaves out.
+set -euo pipefail
+
+if [ $# -lt 3 ]; then
+  echo "usage: $0 BINARY VARIABLE STACK..." >&2
+  exit 2
+fi
+binary=$1
+variable=$2
+shift 2
+low=${LOW:-200}
+high=${HIGH:-1200}
+repeats=${REPEATS:-5}
+
+instructions() { # stack calls
+  env "$variable=$1:$2" \
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$binary" 2>&1 |
+    awk '/Collected/ { gsub(",", "", $4); print $4 }'
+}
+
+for stack in "$@"; do
+  samples=()
+  for _ in $(seq "$repeats"); do
+    a=$(instructions "$stack" "$low")
+    b=$(instructions "$stack" "$high")
+    samples+=($(((b - a) / (high - low))))
+  done
+  sorted=($(printf '%s\n' "${samples[@]}" | sort -n))
+  n=${#sorted[@]}
+  echo "$stack median ${sorted[$((n / 2))]} min ${sorted[0]} max ${sorted[$((n - 1))]} (${samples[*]})"
+done
