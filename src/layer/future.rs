@@ -42,6 +42,7 @@ pin_project! {
 }
 
 impl<F, R: TrackBody> ResponseFuture<F, R> {
+    #[inline]
     pub(crate) fn balanced(inner: Balanced<F>) -> Self {
         Self {
             state: State::Balanced { inner },
@@ -139,6 +140,7 @@ impl<F> Balanced<F> {
     /// its deadline marks when an abandoned attempt counts as timed out;
     /// the layer that set it enforces it. A request without one is bounded
     /// by `timeout`, here.
+    #[inline]
     pub(crate) fn dispatch<S, Req>(
         client: &mut S,
         mut request: Req,

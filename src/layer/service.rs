@@ -104,6 +104,7 @@ impl<S> LoadBalance<S> {
 
     /// Routes, picks and sends one request: the `call` of every request
     /// type the layer serves.
+    #[inline]
     fn balance<Req>(&mut self, request: Req) -> ResponseFuture<S::Future, S::Response>
     where
         Req: OutgoingRequest,

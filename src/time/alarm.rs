@@ -57,7 +57,17 @@ impl Alarm {
     /// an alarm needs a tokio runtime (with its timer) current when it is
     /// set, and again if its group fired early and it takes a timer of its
     /// own.
+    #[inline]
     pub(crate) fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Off for every request whose caller bounds it: no call for that.
+        if let Self::Off = self {
+            return Poll::Pending;
+        }
+        self.poll_set(cx)
+    }
+
+    /// [`poll_due`](Self::poll_due) for an alarm that is set.
+    fn poll_set(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             match self {
                 Self::Off => return Poll::Pending,
