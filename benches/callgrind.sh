@@ -16,6 +16,13 @@
 # busy machine that happens often enough to add 400 (hyper-util, 1.4% of a
 # call) to a sample. Run this alone on an idle machine; samples then agree
 # to within 20 instructions but for an odd one, which the median leaves out.
+#
+# Between two builds, a bare client's count moves too (by 300 for
+# hyper-util) although its code did not change: the generic code of hyper
+# and tokio that each bench binary instantiates is split into codegen units
+# and inlined differently whenever the crate's code changes. Compare stacks
+# of one build, or build both sides with CARGO_PROFILE_BENCH_CODEGEN_UNITS=1
+# (a bare hyper-util call then moved by 15).
 set -euo pipefail
 
 if [ $# -lt 3 ]; then

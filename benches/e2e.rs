@@ -47,7 +47,10 @@
 //! and on a busy machine that adds 400 instructions or more to a hyper-util
 //! call. `benches/callgrind.sh $B E2E_BENCH_COUNT <stack>...` takes the
 //! median of five samples of each stack, one after another; run it alone
-//! on an idle machine.
+//! on an idle machine. Between builds a bare client's count moves by 300
+//! as well (hyper's and tokio's generic code is split into codegen units
+//! differently): compare stacks of one build, or build both with
+//! `CARGO_PROFILE_BENCH_CODEGEN_UNITS=1`.
 //!
 //! Built with `--features metrics`, `E2E_BENCH_RECORDER=prometheus` installs
 //! a Prometheus recorder (no exporter) first, so that the count includes
