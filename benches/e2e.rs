@@ -18,8 +18,8 @@
 //! `hyper_without_timers/lb`. The `hyper/*` client is configured as
 //! reqwest configures hyper-util (a connection timer and a pool timer,
 //! whose idle sweep keeps a timer pending); `hyper_without_timers/*` has
-//! no timer at all, so the layer's timer is the runtime's only one and
-//! also pays the timer driver's bookkeeping on every park. Each call goes through
+//! no timer at all, so the layer's timer is the runtime's only one. Each
+//! call goes through
 //! `ready().await?.call(request)` on one service value (no clone per
 //! call), one call at a time, on a current-thread runtime.
 //!
@@ -47,7 +47,7 @@
 //! and on a busy machine that adds 400 instructions or more to a hyper-util
 //! call. `benches/callgrind.sh $B E2E_BENCH_COUNT <stack>...` takes the
 //! median of five samples of each stack, one after another; run it alone
-//! on an idle machine. Between builds a bare client's count moves by 300
+//! on an idle machine. Between builds a bare client's count moves by up to 700
 //! as well (hyper's and tokio's generic code is split into codegen units
 //! differently): compare stacks of one build, or build both with
 //! `CARGO_PROFILE_BENCH_CODEGEN_UNITS=1`.
