@@ -25,7 +25,8 @@
 //!
 //! Run with `cargo bench --bench e2e`: criterion's per-call times, then a
 //! load run per stack (64 calls in flight on a 2-worker runtime for
-//! `E2E_BENCH_LOAD_SECS`, default 2) with its p50 latency and throughput.
+//! `E2E_BENCH_LOAD_SECS`, default 2, in four turns taken by the stacks in
+//! rotation) with its p50 latency and throughput.
 //!
 //! Wall-clock numbers move with whatever else the machine runs. For a
 //! figure that does not, `E2E_BENCH_COUNT=<stack>:<calls>` runs one stack
@@ -480,51 +481,76 @@ criterion_group! {
 /// 64 calls in flight for `seconds`: p50 latency and calls per second.
 fn load(servers: &Servers, seconds: f64) {
     const IN_FLIGHT: usize = 64;
-    println!("\nload: {IN_FLIGHT} in flight, {seconds} s per stack");
-    println!("{:<18} {:>10} {:>12}", "stack", "p50 (µs)", "calls/s");
-    for stack in STACKS {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
-        let (mut latencies, elapsed) = with_stack!(stack, servers, |service, target, call| {
-            rt.block_on(async {
-                let started = Instant::now();
-                let until = started + Duration::from_secs_f64(seconds);
-                let mut tasks = tokio::task::JoinSet::new();
-                for i in 0..IN_FLIGHT {
-                    let mut service = service.clone();
-                    let mut target = target.clone_for(i);
-                    tasks.spawn(async move {
-                        let mut latencies = Vec::new();
-                        while Instant::now() < until {
-                            let t = Instant::now();
-                            black_box(call(&mut service, target.request()).await);
-                            latencies.push(t.elapsed());
-                        }
-                        latencies
-                    });
-                }
-                let mut all = Vec::new();
-                while let Some(latencies) = tasks.join_next().await {
-                    all.extend(latencies.unwrap());
-                }
-                (all, started.elapsed())
-            })
-        });
+    // The stacks take turns, a slice of the time each per round, so that
+    // the machine's drift over the run falls on all of them alike rather
+    // than on whichever ran last.
+    const ROUNDS: u32 = 4;
+    let slice = seconds / f64::from(ROUNDS);
+    println!("\nload: {IN_FLIGHT} in flight, {seconds} s per stack in {ROUNDS} turns");
+    println!("{:<28} {:>10} {:>12}", "stack", "p50 (µs)", "calls/s");
+    let mut runs: Vec<(Vec<Duration>, Duration)> = STACKS
+        .iter()
+        .map(|_| (Vec::new(), Duration::ZERO))
+        .collect();
+    for _ in 0..ROUNDS {
+        for (stack, (all, total)) in STACKS.iter().zip(runs.iter_mut()) {
+            let (latencies, elapsed) = load_slice(servers, stack, IN_FLIGHT, slice);
+            all.extend(latencies);
+            *total += elapsed;
+        }
+    }
+    for (stack, (mut latencies, elapsed)) in STACKS.iter().zip(runs) {
         latencies.sort();
         let p50 = latencies
             .get(latencies.len() / 2)
             .copied()
             .unwrap_or_default();
         println!(
-            "{stack:<18} {:>10.1} {:>12.0}",
+            "{stack:<28} {:>10.1} {:>12.0}",
             p50.as_secs_f64() * 1e6,
             latencies.len() as f64 / elapsed.as_secs_f64()
         );
     }
+}
+
+/// One stack's turn of the load run: its latencies and how long it took.
+fn load_slice(
+    servers: &Servers,
+    stack: &str,
+    in_flight: usize,
+    seconds: f64,
+) -> (Vec<Duration>, Duration) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    with_stack!(stack, servers, |service, target, call| {
+        rt.block_on(async {
+            let started = Instant::now();
+            let until = started + Duration::from_secs_f64(seconds);
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..in_flight {
+                let mut service = service.clone();
+                let mut target = target.clone_for(i);
+                tasks.spawn(async move {
+                    let mut latencies = Vec::new();
+                    while Instant::now() < until {
+                        let t = Instant::now();
+                        black_box(call(&mut service, target.request()).await);
+                        latencies.push(t.elapsed());
+                    }
+                    latencies
+                });
+            }
+            let mut all = Vec::new();
+            while let Some(latencies) = tasks.join_next().await {
+                all.extend(latencies.unwrap());
+            }
+            (all, started.elapsed())
+        })
+    })
 }
 
 /// A target for one of the load run's tasks, each rotating on its own.
