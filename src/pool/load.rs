@@ -366,6 +366,13 @@ impl EndpointState {
         }
     }
 
+    /// `now` as this state's clock counts it, not published as the pool's
+    /// recent time (a request's start: its end publishes).
+    #[inline]
+    pub(crate) fn nanos_at(&self, now: Instant) -> u64 {
+        self.settings.clock.nanos_at(now)
+    }
+
     /// `now` as this state's clock counts it, for the `_at` methods: one
     /// clock reading serves a request's latency and its records.
     #[inline]
@@ -492,11 +499,6 @@ impl EndpointState {
     #[inline]
     fn keep(&self, elapsed_ns: u64) -> f64 {
         (-(elapsed_ns as f64) / self.settings.nanos.decay).exp()
-    }
-
-    #[inline]
-    fn nanos_at(&self, now: Instant) -> u64 {
-        self.settings.clock.nanos_at(now)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The result of a pick: the chosen endpoint, counted in flight until done,
 //! and the guard that records the request's life exactly once.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use crate::Endpoint;
@@ -52,16 +54,20 @@ use crate::pool::member::Member;
 #[must_use = "a pick counts as in flight until it is finished or dropped"]
 pub struct Picked {
     member: Member,
-    /// When the request was sent, once [`Picked::start_timer`] says so.
-    started: Option<Instant>,
+    /// When the request was sent, once [`Picked::start_timer`] says so, in
+    /// ns of the pool's clock: the latencies are then differences of two
+    /// integers, where two `Instant`s would each be subtracted from a third
+    /// to stamp the records as well (each subtraction costs about as much
+    /// as a pick).
+    started: Option<u64>,
     /// Dropped unfinished at or after this, the request timed out: a
     /// failure of the endpoint, not a caller giving up.
     deadline: Option<Instant>,
     /// Set once the response head has been seen and its latency recorded:
     /// whether the head already counted as a failure.
     head_failed: Option<bool>,
-    /// When the head arrived, if it was timed.
-    head_at: Option<Instant>,
+    /// When the head arrived, if it was timed (ns of the pool's clock).
+    head_at: Option<u64>,
     /// The outcome has been recorded: drop only ends the flight.
     done: bool,
     /// The attempt's `http.client.active_requests` share (feature
@@ -89,13 +95,13 @@ impl Picked {
     /// queueing. A pick is not timed until then: reading the clock costs as
     /// much as the pick itself, and a pick that is never sent needs none.
     pub fn start_timer(&mut self) {
-        self.started = Some(Instant::now());
+        self.start_timer_at(Instant::now());
     }
 
     /// [`start_timer`](Self::start_timer) with a clock reading the caller
     /// already has.
     pub(crate) fn start_timer_at(&mut self, now: Instant) {
-        self.started = Some(now);
+        self.started = Some(self.member.state().nanos_at(now));
     }
 
     /// The chosen endpoint.
@@ -141,10 +147,10 @@ impl Picked {
         match self.started {
             // One clock reading for the sample and the estimate's stamp.
             Some(started) => {
-                let now = Instant::now();
-                self.head_at = Some(now);
-                let latency = now.saturating_duration_since(started);
-                state.observe_latency_at(state.stamp(now), Some(latency), failed);
+                let now_ns = state.stamp(Instant::now());
+                self.head_at = Some(now_ns);
+                let latency = since(started, now_ns);
+                state.observe_latency_at(now_ns, Some(latency), failed);
             }
             None if failed => state.observe_latency(None, true),
             None => {}
@@ -164,9 +170,8 @@ impl Picked {
             Outcome::Failure(_) => true,
         };
         // One clock reading for the elapsed time and every record.
-        let now = Instant::now();
-        let now_ns = state.stamp(now);
-        let elapsed = self.started.map(|t| now.saturating_duration_since(t));
+        let now_ns = state.stamp(Instant::now());
+        let elapsed = self.started.map(|started| since(started, now_ns));
         match self.head_failed {
             None => state.record_at(now_ns, elapsed, failed, self.member.endpoint().key()),
             Some(head_failed) => {
@@ -188,14 +193,20 @@ impl Picked {
 
     /// Seconds since the timer started (0 if it did not).
     pub(crate) fn elapsed_secs(&self) -> f64 {
-        self.started.map_or(0.0, |t| t.elapsed().as_secs_f64())
+        self.started.map_or(0.0, |started| {
+            let now_ns = self.member.state().nanos_at(Instant::now());
+            since(started, now_ns).as_secs_f64()
+        })
     }
 
     /// Whether a body dropped now, unfinished, was abandoned past the pool's
     /// [`abandoned_body_timeout`](crate::PoolBuilder::abandoned_body_timeout).
     pub(crate) fn body_abandoned_too_late(&self) -> bool {
         match (self.head_at, self.member.state().abandoned_body_timeout()) {
-            (Some(head), Some(timeout)) => head.elapsed() >= timeout,
+            (Some(head), Some(timeout)) => {
+                let now_ns = self.member.state().nanos_at(Instant::now());
+                since(head, now_ns) >= timeout
+            }
             _ => false,
         }
     }
@@ -206,9 +217,9 @@ impl Picked {
             return;
         };
         let now = Instant::now();
-        let waited = now.saturating_duration_since(started);
         let state = self.member.state();
         let now_ns = state.stamp(now);
+        let waited = since(started, now_ns);
         let past_deadline = self.deadline.is_some_and(|d| now >= d);
         let timed_out = past_deadline || state.cancel_timeout().is_some_and(|t| waited >= t);
         match self.head_failed {
@@ -224,6 +235,12 @@ impl Picked {
             Some(head_failed) => state.count_at(now_ns, head_failed, self.member.endpoint().key()),
         }
     }
+}
+
+/// The time from `start_ns` to `now_ns`, both of one pool's clock; none
+/// if the clock went back (a reading of another runtime's paused clock).
+fn since(start_ns: u64, now_ns: u64) -> Duration {
+    Duration::from_nanos(now_ns.saturating_sub(start_ns))
 }
 
 impl Drop for Picked {
