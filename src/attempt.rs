@@ -6,10 +6,12 @@
 //! it should avoid, and its deadline. The load-balancing layer reads it
 //! there, picks away from the avoided endpoints, holds the attempt in
 //! flight as timed out if it is abandoned past its deadline, and writes
-//! the endpoint it chose back into the context, which the layer above
-//! still holds (a clone shares it). So a hedge can avoid an attempt that
-//! has not answered yet, and a timed-out attempt is still known by its
-//! endpoint.
+//! back into the context, which the layer above still holds (a clone
+//! shares it), the endpoint it chose and then its classifier's
+//! [`Verdict`] on the answer. So a hedge can avoid an attempt that has not
+//! answered yet, a timed-out attempt is still known by its endpoint, and
+//! the layer above judges an answer as the balancer did, with no extension
+//! of the response to carry it.
 //!
 //! Nothing travels in a thread-local or a task-local: a layer between the
 //! two that defers `call` to another task (tower's `Buffer`), limits
@@ -24,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::Endpoint;
 use crate::balance::Avoid;
+use crate::classify::Verdict;
 use crate::request::BalancedRequest;
 
 /// What one attempt of a call tells the balancer, carried in the request.
@@ -67,6 +70,7 @@ struct Inner {
     avoid: Avoid,
     deadline: Option<Instant>,
     sent_to: OnceLock<Endpoint>,
+    verdict: OnceLock<Verdict>,
     span: tracing::Span,
 }
 
@@ -91,6 +95,7 @@ impl AttemptContext {
                 avoid,
                 deadline,
                 sent_to: OnceLock::new(),
+                verdict: OnceLock::new(),
                 span,
             }),
         }
@@ -161,6 +166,34 @@ impl AttemptContext {
     /// The endpoint the balancer sent the attempt to, once it has.
     pub fn endpoint(&self) -> Option<&Endpoint> {
         self.inner.sent_to.get()
+    }
+
+    /// Says how the balancer's classifier judged the attempt's answer (its
+    /// response head, or its error): the balancer calls it when the answer
+    /// comes (a balancer of your own should too). The first call wins.
+    pub fn record_verdict(&self, verdict: Verdict) {
+        // A second verdict on one attempt is ignored: the first stands.
+        let _ = self.inner.verdict.set(verdict);
+    }
+
+    /// The balancer's verdict on the attempt's answer, once it has come:
+    /// what the retry layer reads to decide on another attempt.
+    ///
+    /// ```
+    /// use tower_lb::AttemptContext;
+    /// use tower_lb::classify::{FailureKind, Retryable, Verdict};
+    ///
+    /// let context = AttemptContext::new(1);
+    /// assert_eq!(context.verdict(), None);
+    /// let unavailable = Verdict::failure(
+    ///     FailureKind::Status(http::StatusCode::SERVICE_UNAVAILABLE),
+    ///     Retryable::IfIdempotent,
+    /// );
+    /// context.clone().record_verdict(unavailable);
+    /// assert_eq!(context.verdict(), Some(unavailable));
+    /// ```
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.inner.verdict.get().copied()
     }
 
     /// The context carried by `request`, if any.

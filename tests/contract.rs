@@ -27,10 +27,11 @@ use tower_http::trace::TraceLayer;
 use tower_lb::balance::Random;
 #[cfg(feature = "tower-http")]
 use tower_lb::classify::TowerHttp;
+use tower_lb::classify::{FailureKind, Retryable, Verdict};
 use tower_lb::discover::Fixed;
 use tower_lb::health::OutlierDetection;
 use tower_lb::retry::{Attempts, ReplayBody, RetryLayer};
-use tower_lb::{Endpoint, LoadBalanceLayer, Pool};
+use tower_lb::{AttemptContext, Endpoint, LoadBalanceLayer, Pool};
 
 const URL: &str = "http://greet/api/greet?name=Alice";
 
@@ -102,6 +103,48 @@ async fn retries_avoid_tried_endpoints_through_buffer_limit_and_trace() {
     );
     let failures: u64 = stats.endpoints.iter().map(|e| e.failures).sum();
     assert_eq!(failures, instances[0].hits() + instances[1].hits());
+    stop_all(instances).await;
+}
+
+/// A layer of the caller's own that makes attempts gives each an
+/// `AttemptContext`: the balancer writes into it where the attempt went and
+/// its classifier's verdict on the answer, which the response itself does
+/// not carry.
+#[tokio::test]
+async fn the_verdict_on_an_attempt_comes_back_in_its_context() {
+    let instances = start_instances(1).await;
+    let lb = LoadBalanceLayer::builder()
+        .service("greet", Fixed::new(urls(&instances)).unwrap())
+        .configure_pools(|pool| pool.outlier_detection(OutlierDetection::disabled()))
+        .build()
+        .unwrap();
+    let hyper = HyperClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let client = ServiceBuilder::new().layer(lb).service(hyper);
+    for (status, expected) in [
+        (
+            Some(503),
+            Verdict::failure(
+                FailureKind::Status(StatusCode::SERVICE_UNAVAILABLE),
+                Retryable::IfIdempotent,
+            ),
+        ),
+        (None, Verdict::SUCCESS),
+    ] {
+        instances[0].set_status(status);
+        let context = AttemptContext::new(1);
+        let mut request = http::Request::get(URL).body(Empty::<Bytes>::new()).unwrap();
+        request.extensions_mut().insert(context.clone());
+        let response = bounded("an attempt", client.clone().oneshot(request))
+            .await
+            .expect("an answer");
+        assert_eq!(context.verdict(), Some(expected), "{status:?}");
+        assert_eq!(
+            context.endpoint().map(Endpoint::key),
+            Some(instances[0].url().as_str())
+        );
+        assert!(response.extensions().get::<Verdict>().is_none());
+        response.into_body().collect().await.unwrap();
+    }
     stop_all(instances).await;
 }
 

@@ -18,6 +18,7 @@ use support::bounded;
 use support::instances::{start_instances, stop_all, urls};
 use support::retry::refusing_url;
 use tower_lb::balance::Random;
+use tower_lb::classify::Verdict;
 use tower_lb::client::{LoadBalanceMiddleware, TriedEndpoints};
 use tower_lb::discover::Fixed;
 use tower_lb::health::OutlierDetection;
@@ -88,6 +89,11 @@ async fn balances_and_avoids_tried_endpoints_under_a_retry_middleware() {
         .expect("the dead instance is retried around");
         let endpoint = response.extensions().get::<Endpoint>().cloned().unwrap();
         assert_ne!(endpoint.key(), dead, "answered by the dead instance?");
+        // The classifier's verdict rides in every answer of the chain.
+        assert_eq!(
+            response.extensions().get::<Verdict>(),
+            Some(&Verdict::SUCCESS)
+        );
         *answered.entry(endpoint.key().to_string()).or_insert(0) += 1;
         let greeting: Greeting = response.json().await.unwrap();
         assert_eq!(greeting.message, format!("Hello, c{i}!"));

@@ -11,8 +11,8 @@
 //!   ejection), a success does not, a [`Outcome::Neutral`] answer records
 //!   nothing;
 //! - whether another attempt could help ([`Retryable`]): the
-//!   [retry layer](crate::retry) reads the verdict from the response's
-//!   extensions or from the error, and its [`Policy`](crate::retry::Policy)
+//!   [retry layer](crate::retry) reads the verdict from the attempt's
+//!   [`AttemptContext`](crate::AttemptContext) or from the error, and its [`Policy`](crate::retry::Policy)
 //!   adds what the classifier cannot know (is the method idempotent, may
 //!   this request be retried at all).
 //!

@@ -68,10 +68,12 @@ pub enum Retryable {
 /// One classifier's verdict on one attempt: what it says about the
 /// endpoint, and whether the caller may try again.
 ///
-/// The load-balancing layer puts the verdict on every response it hands
-/// up (in its extensions) and on every client error
-/// ([`Error::verdict`](crate::Error::verdict)); the retry layer above
-/// reads it from there, so both layers act on one judgement.
+/// The load-balancing layer writes the verdict on every answer into the
+/// attempt's [`AttemptContext`](crate::AttemptContext::verdict), when the
+/// layer above that made the attempt gave it one, and puts it on every
+/// client error ([`Error::verdict`](crate::Error::verdict)); the retry
+/// layer above reads it from there, so both layers act on one judgement.
+/// (A reqwest-middleware chain's answers carry it in their extensions.)
 ///
 /// ```
 /// use http::StatusCode;

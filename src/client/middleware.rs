@@ -116,6 +116,14 @@ impl Middleware for LoadBalanceMiddleware {
                 }),
             },
         };
+        // The chain's retry middleware has no attempt context to read: the
+        // verdict rides in the answer, as these docs promise.
+        let result = result.map(|mut response| {
+            if let Some(verdict) = context.verdict() {
+                response.extensions_mut().insert(verdict);
+            }
+            response
+        });
         if let Some(endpoint) = context.endpoint() {
             let mut tried = tried;
             tried.0.push(endpoint.clone());

@@ -115,6 +115,9 @@ struct Live {
     service: Arc<str>,
     classifier: Arc<dyn Classify>,
     measure: crate::metrics::AttemptMeasure,
+    /// The context of an attempt made by a layer above, which gets the
+    /// classifier's verdict on the answer.
+    context: Option<AttemptContext>,
 }
 
 pin_project! {
@@ -177,10 +180,13 @@ impl<F> Balanced<F> {
         }
         let mut timer = Alarm::Off;
         let mut now = None;
+        let mut attempt = None;
         let deadline = match AttemptContext::of(&request) {
             Some(context) => {
                 context.record_endpoint(endpoint);
-                context.deadline()
+                let deadline = context.deadline();
+                attempt = Some(context.clone());
+                deadline
             }
             None => {
                 // One clock reading for the deadline and the timer's start.
@@ -217,6 +223,7 @@ impl<F> Balanced<F> {
                 service: pool.service_arc().clone(),
                 classifier: classifier.clone(),
                 measure,
+                context: attempt,
             }),
             timer,
             timeout: timeout.unwrap_or_default(),
@@ -264,6 +271,7 @@ where
             service,
             classifier,
             measure,
+            context,
         }) = this.live.take()
         else {
             return Poll::Ready(Err(Error::Config(
@@ -275,21 +283,28 @@ where
             Ok(response) => {
                 let status = response.status();
                 let verdict = classifier.classify_response(status, response.headers());
+                if let Some(context) = &context {
+                    context.record_verdict(verdict);
+                }
                 picked.record_head(verdict.outcome.is_failure());
                 measure.finish(&service, Ok(status.as_u16()), || picked.elapsed_secs());
                 // Noted after tracking: a `reqwest::Response` is taken
                 // apart and rebuilt to wrap its body, and its extension map
-                // is then the one that holds the URL, with room for these.
+                // is then the one that holds the URL, with room for this.
+                // (The verdict goes to the layer above in the attempt's
+                // context, not here: a fourth entry would grow reqwest's
+                // map, and a caller without such a layer has no use for it.)
                 let mut tracked =
                     response.track(BodyGuard::new(picked, status, verdict, classifier));
-                let extensions = tracked.extensions_mut();
-                extensions.insert(endpoint);
-                extensions.insert(verdict);
+                tracked.extensions_mut().insert(endpoint);
                 Ok(tracked)
             }
             Err(error) => {
                 let error: BoxError = error.into();
                 let verdict = classifier.classify_error(&*error);
+                if let Some(context) = &context {
+                    context.record_verdict(verdict);
+                }
                 let answer = Err(crate::metrics::failure_type(Some(verdict.outcome)));
                 measure.finish(&service, answer, || picked.elapsed_secs());
                 picked.complete(verdict.outcome);

@@ -37,7 +37,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A request for `http://greet/api/greet` goes to the pool named `greet`,
 /// is pointed at the endpoint its balancer picks (path and query kept) and
 /// is sent by the inner client. The response carries the [`Endpoint`] that
-/// answered and the classifier's [`Verdict`] in its extensions.
+/// answered in its extensions. The classifier's [`Verdict`] on it goes to
+/// the layer above that made the attempt, in the request's
+/// [`AttemptContext`](crate::AttemptContext), when there is one (the retry
+/// layer).
 ///
 /// The attempt stays in flight, for the balancer, until its response body
 /// ends, fails or is dropped, and its outcome is recorded then (a body cut

@@ -446,7 +446,7 @@ impl<S> Call<S> {
             }
             Err(error) => AttemptOutcome::Error(error),
         };
-        let retryable = retryable(&finished.result);
+        let retryable = retryable(finished);
         let reason = self
             .config
             .policy
@@ -556,14 +556,19 @@ impl<S> Call<S> {
 }
 
 /// Whether the attempt's outcome is worth another, as the balancer's
-/// classifier judged it (its verdict rides in the response or the error);
-/// the default rules for an outcome that carries none.
-fn retryable<R: BalancedResponse>(result: &Result<R, Error>) -> Retryable {
-    let verdict = match result {
-        Ok(response) => match response.extensions().get::<Verdict>() {
-            Some(verdict) => *verdict,
-            None => DefaultClassifier.classify_response(response.status(), response.headers()),
-        },
+/// classifier judged it (its verdict comes back in the attempt's context,
+/// or rides in the error; a balancer of the caller's own may put it in the
+/// response); the default rules for an outcome that carries none.
+fn retryable<R: BalancedResponse>(finished: &Finished<R>) -> Retryable {
+    let verdict = match &finished.result {
+        Ok(response) => finished
+            .verdict
+            .or_else(|| response.extensions().get::<Verdict>().copied())
+            .unwrap_or_else(|| {
+                DefaultClassifier.classify_response(response.status(), response.headers())
+            }),
+        // The error's own verdict first: a body read inside the attempt
+        // and cut short fails after a head the balancer judged good.
         Err(error) => error
             .verdict()
             .unwrap_or_else(|| DefaultClassifier.classify_error(error)),

@@ -35,6 +35,9 @@ pub(super) struct Finished<R> {
     pub(super) result: Result<R, Error>,
     /// Where it went, where known.
     pub(super) endpoint: Option<Endpoint>,
+    /// The balancer's verdict on the answer, as it wrote it in the
+    /// attempt's context.
+    pub(super) verdict: Option<Verdict>,
     /// When it was sent: the service's latency window (when there is one)
     /// takes the time to the answer from it, read then.
     pub(super) sent: Instant,
@@ -221,6 +224,7 @@ where
         Poll::Ready(Finished {
             result,
             endpoint,
+            verdict: this.context.verdict(),
             sent: *this.sent,
         })
     }
