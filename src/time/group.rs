@@ -152,44 +152,56 @@ fn watch_in(
     // Cloned before any lock is taken: a waker's clone and drop may run
     // code of its executor's.
     let waker = cx.waker().clone();
-    // Groups let go of, dropped once the lock is released (declared
-    // first, so dropped last): the last reference to a group cancels its
-    // timer in tokio's driver, and may free a runtime's handle. Not
-    // allocated unless a group is let go of.
-    let mut released: Vec<Arc<Group>> = Vec::new();
     let mut open = lock(shard);
-    for entry in open.iter_mut() {
-        let Some(group) = entry else {
-            continue;
-        };
-        if group.waiters.fired.load(Ordering::Acquire) {
-            // Done: let go of it (and of its runtime's handle) now.
-            released.extend(entry.take());
-            continue;
-        }
+    // The newest group first (a new one takes the first place): with one
+    // timeout, the one that fits.
+    for group in open.iter().flatten() {
         // Due between the group's first deadline and its instant, which
         // is that deadline plus a slack no larger than this one's: late by
         // at most this one's slack. Instants and durations compared, none
         // added or subtracted (each costs more than all the comparisons).
+        // A group that fired is passed over here, let go of below.
         let fits = group.runtime == runtime
             && group.first <= deadline
             && deadline <= group.at
-            && group.slack <= slack;
+            && group.slack <= slack
+            && !group.waiters.fired.load(Ordering::Acquire);
         if fits {
             return Group::join(group, waker);
         }
     }
-    let group = Group::start(runtime, deadline, slack)?;
+    // Groups let go of: those that fired, and the one whose place a new
+    // group takes. Dropped once the lock is released: the last reference
+    // to a group cancels its timer in tokio's driver, and may free a
+    // runtime's handle.
+    let mut released: Open = [const { None }; OPEN];
+    for (entry, gone) in open.iter_mut().zip(released.iter_mut()) {
+        if entry
+            .as_ref()
+            .is_some_and(|g| g.waiters.fired.load(Ordering::Acquire))
+        {
+            *gone = entry.take();
+        }
+    }
+    let Some(group) = Group::start(runtime, deadline, slack) else {
+        drop(open);
+        drop(released);
+        return None;
+    };
     let watch = Group::join(&group, waker);
     // The new group takes an empty place, else the place of the group due
     // first, whatever its runtime: new deadlines come later, so that one
     // is the least likely to be joined again (each runtime keeps its
-    // newest group when two share a shard).
+    // newest group when two share a shard). The groups before that place
+    // move up one, and the new group goes first.
     let place = (0..OPEN)
         .min_by_key(|&i| open[i].as_ref().map(|other| other.at))
         .unwrap_or(0);
-    released.extend(open[place].replace(group));
+    open[..=place].rotate_right(1);
+    let evicted = open[0].replace(group);
     drop(open);
+    drop(evicted);
+    drop(released);
     watch
 }
 
