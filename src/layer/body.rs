@@ -217,12 +217,17 @@ impl TrackBody for reqwest::Response {
         let url = self.url().clone();
         let (mut parts, body) = http::Response::<reqwest::Body>::from(self).into_parts();
         // The conversion drops the URL; reqwest's builder extension is the
-        // public way to hand it back. Its one entry is moved into the
-        // response's own map (hyper-util's connection info is there
-        // already), rather than the response's entries into the builder's.
-        let mut with_url = http::response::Builder::new().url(url);
+        // public way to hand it back, into the builder's map. The builder
+        // is lent the response's own map for it (hyper-util's connection
+        // info is there already), so that no second map is made and
+        // merged.
+        let mut lender = http::response::Builder::new();
+        if let Some(extensions) = lender.extensions_mut() {
+            *extensions = std::mem::take(&mut parts.extensions);
+        }
+        let mut with_url = lender.url(url);
         if let Some(extensions) = with_url.extensions_mut() {
-            parts.extensions.extend(std::mem::take(extensions));
+            parts.extensions = std::mem::take(extensions);
         }
         let body = reqwest::Body::wrap(TrackedBody::new(body, Some(guard)));
         reqwest::Response::from(http::Response::from_parts(parts, body))
