@@ -20,7 +20,7 @@
 //! `reqwest::Request`, whose extensions are private, travels as a
 //! [`WithExtensions`](crate::WithExtensions) through the layers.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::time::Instant;
 
@@ -64,14 +64,31 @@ pub struct AttemptContext {
 }
 
 // Cloned only by a builder called on a shared context (`inner_mut`).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Inner {
     number: u32,
     avoid: Avoid,
     deadline: Option<Instant>,
     sent_to: OnceLock<Endpoint>,
-    verdict: OnceLock<Verdict>,
+    // The latest, not the first: a layer between the two that sends the
+    // request again (its clone shares this context) hands up the answer
+    // judged last.
+    verdict: Mutex<Option<Verdict>>,
     span: tracing::Span,
+}
+
+impl Clone for Inner {
+    /// A copy with what was recorded so far, shared with nothing.
+    fn clone(&self) -> Self {
+        Self {
+            number: self.number,
+            avoid: self.avoid.clone(),
+            deadline: self.deadline,
+            sent_to: self.sent_to.clone(),
+            verdict: Mutex::new(*self.verdict.lock().unwrap_or_else(PoisonError::into_inner)),
+            span: self.span.clone(),
+        }
+    }
 }
 
 impl AttemptContext {
@@ -95,7 +112,7 @@ impl AttemptContext {
                 avoid,
                 deadline,
                 sent_to: OnceLock::new(),
-                verdict: OnceLock::new(),
+                verdict: Mutex::new(None),
                 span,
             }),
         }
@@ -170,10 +187,20 @@ impl AttemptContext {
 
     /// Says how the balancer's classifier judged the attempt's answer (its
     /// response head, or its error): the balancer calls it when the answer
-    /// comes (a balancer of your own should too). The first call wins.
+    /// comes (a balancer of your own should too). The latest call stands:
+    /// a layer between that sent the request twice hands up the second
+    /// answer. (A layer between that makes attempts of its own with
+    /// contexts of its own, a second retry layer, gets them instead.)
     pub fn record_verdict(&self, verdict: Verdict) {
-        // A second verdict on one attempt is ignored: the first stands.
-        let _ = self.inner.verdict.set(verdict);
+        *self.verdict_slot() = Some(verdict);
+    }
+
+    fn verdict_slot(&self) -> std::sync::MutexGuard<'_, Option<Verdict>> {
+        // Nothing under the lock can panic: a poisoned one holds a value.
+        self.inner
+            .verdict
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The balancer's verdict on the attempt's answer, once it has come:
@@ -193,7 +220,7 @@ impl AttemptContext {
     /// assert_eq!(context.verdict(), Some(unavailable));
     /// ```
     pub fn verdict(&self) -> Option<Verdict> {
-        self.inner.verdict.get().copied()
+        *self.verdict_slot()
     }
 
     /// The context carried by `request`, if any.
@@ -220,5 +247,27 @@ mod tests {
         let other = Endpoint::new("10.0.0.9:8080").unwrap();
         copy.record_endpoint(&other);
         assert_eq!(copy.endpoint(), Some(&endpoint), "the first call wins");
+    }
+
+    #[test]
+    fn clones_share_the_verdict_the_latest_stands_and_a_copy_keeps_its_own() {
+        use crate::classify::{FailureKind, Retryable, Verdict};
+        let unavailable = Verdict::failure(
+            FailureKind::Status(http::StatusCode::SERVICE_UNAVAILABLE),
+            Retryable::IfIdempotent,
+        );
+        let context = AttemptContext::new(1);
+        let kept = context.clone();
+        context.record_verdict(unavailable);
+        assert_eq!(kept.verdict(), Some(unavailable));
+        // Sent again by a layer between: the second answer's verdict.
+        context.record_verdict(Verdict::SUCCESS);
+        assert_eq!(kept.verdict(), Some(Verdict::SUCCESS));
+        // A builder on the shared context copies it, verdict included,
+        // and what the copy records stays its own.
+        let copy = kept.clone().with_deadline(tokio::time::Instant::now());
+        assert_eq!(copy.verdict(), Some(Verdict::SUCCESS));
+        copy.record_verdict(unavailable);
+        assert_eq!(kept.verdict(), Some(Verdict::SUCCESS));
     }
 }

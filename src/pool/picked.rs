@@ -239,6 +239,10 @@ impl Picked {
 
 /// The time from `start_ns` to `now_ns`, both of one pool's clock; none
 /// if the clock went back (a reading of another runtime's paused clock).
+/// A reading before the pool's epoch counts as the epoch itself, so a
+/// request timed on a clock behind its pool's (a paused clock, in tests)
+/// records no latency, and its cancellation and abandoned-body timeouts
+/// do not trip.
 fn since(start_ns: u64, now_ns: u64) -> Duration {
     Duration::from_nanos(now_ns.saturating_sub(start_ns))
 }

@@ -568,9 +568,11 @@ fn retryable<R: BalancedResponse>(finished: &Finished<R>) -> Retryable {
                 DefaultClassifier.classify_response(response.status(), response.headers())
             }),
         // The error's own verdict first: a body read inside the attempt
-        // and cut short fails after a head the balancer judged good.
+        // and cut short fails after a head the balancer judged good. Then
+        // the context's, for an error a layer between wrapped.
         Err(error) => error
             .verdict()
+            .or(finished.verdict)
             .unwrap_or_else(|| DefaultClassifier.classify_error(error)),
     };
     verdict.retry

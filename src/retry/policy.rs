@@ -47,8 +47,9 @@ type Predicate = dyn Fn(&dyn BalancedRequest, &AttemptOutcome<'_>) -> Option<boo
 ///
 /// Whether an outcome is worth another attempt is the classifier's verdict
 /// ([`classify`](crate::classify)), which the load-balancing layer below
-/// puts on every response and error; the policy adds what a classifier
-/// cannot know. By default:
+/// writes into each attempt's [`AttemptContext`](crate::AttemptContext)
+/// and puts on every error; the policy adds what a classifier cannot know.
+/// By default:
 /// - a connection never established (refused, unreachable, DNS failure,
 ///   connect timeout: [`Retryable::NotSent`]): retried for any method,
 ///   nothing was sent;
