@@ -12,9 +12,9 @@
 //!   nothing;
 //! - whether another attempt could help ([`Retryable`]): the
 //!   [retry layer](crate::retry) reads the verdict from the attempt's
-//!   [`AttemptContext`](crate::AttemptContext) or from the error, and its [`Policy`](crate::retry::Policy)
-//!   adds what the classifier cannot know (is the method idempotent, may
-//!   this request be retried at all).
+//!   [`AttemptContext`](crate::AttemptContext) or from the error, and its
+//!   [`Policy`](crate::retry::Policy) adds what the classifier cannot know
+//!   (is the method idempotent, may this request be retried at all).
 //!
 //! The [`DefaultClassifier`] keeps the crate's rules: a 5xx is the
 //! endpoint's failure and 502, 503, 504 (and 429, which is not a failure)

@@ -57,8 +57,7 @@ pub struct Picked {
     /// When the request was sent, once [`Picked::start_timer`] says so, in
     /// ns of the pool's clock: the latencies are then differences of two
     /// integers, where two `Instant`s would each be subtracted from a third
-    /// to stamp the records as well (each subtraction costs about as much
-    /// as a pick).
+    /// to stamp the records as well (about 50 instructions a subtraction).
     started: Option<u64>,
     /// Dropped unfinished at or after this, the request timed out: a
     /// failure of the endpoint, not a caller giving up.
